@@ -1,0 +1,53 @@
+/* exec.h - runs one command: argv only (no shell), its own process group, a deadline with
+ * SIGTERM then SIGKILL to the whole group, stdin from a buffer, capped stdout/stderr. */
+#ifndef SLUICE_EXEC_H
+#define SLUICE_EXEC_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "sluice/err.h"
+
+struct sl_exec_spec {
+	char *const *argv;     /* NULL-terminated; argv[0] looked up in PATH; borrowed */
+	char *const *env_add;  /* "NAME=value" added to the inherited environment; may be NULL */
+	const char *cwd;       /* working directory, NULL = inherit */
+	const void *stdin_data; /* written to the child's stdin, then closed; NULL = /dev/null */
+	size_t stdin_len;
+	long timeout_ms;       /* 0 = none */
+	long kill_grace_ms;    /* between SIGTERM and SIGKILL; 0 = 2000 */
+	size_t max_stdout;     /* bytes kept; the rest is read and dropped; 0 = 1 MiB */
+	size_t max_stderr;     /* the LAST max_stderr bytes are kept; 0 = 8 KiB */
+	/* Polled about every 50 ms while the child runs: returning non-zero stops it like a
+	 * timeout (used when a lease is lost or the run is cancelled). May be NULL. */
+	int (*should_stop)(void *ud);
+	void *ud;
+	/* Called once right after the child started, with its pid (= its process group id). */
+	void (*on_start)(pid_t pid, void *ud);
+};
+
+struct sl_exec_result {
+	int exit_code;     /* exit status, or -signal when killed by a signal */
+	int timed_out;     /* the deadline passed and the group was killed */
+	int stopped;       /* should_stop asked for it and the group was killed */
+	char *out;         /* stdout, NUL-terminated, caller frees with sl_exec_result_free() */
+	size_t out_len;
+	int out_truncated;
+	char *err;         /* tail of stderr, NUL-terminated */
+	size_t err_len;
+	long duration_ms;
+};
+
+/* Runs spec and waits for the child and its captured output. Returns SL_OK when the child
+ * ran (whatever its exit code), SL_ERR_EXEC when it could not be started (res->err says
+ * why, e.g. "no such command: foo"), SL_ERR_INVALID for a bad spec. res is always
+ * initialised; free it with sl_exec_result_free(). Safe to call from several threads. */
+enum sl_err sl_exec_run(const struct sl_exec_spec *spec, struct sl_exec_result *res);
+
+void sl_exec_result_free(struct sl_exec_result *res);
+
+/* Sends sig to process group pgid, ignoring a group that is already gone. */
+void sl_exec_kill_group(pid_t pgid, int sig);
+
+#endif

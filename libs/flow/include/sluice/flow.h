@@ -1,0 +1,140 @@
+/* flow.h - flow definitions: YAML parsing (libyaml), parameter binding, templates and the
+ * expansion of one task into its instances. Pure: no I/O besides sl_flow_load(). */
+#ifndef SLUICE_FLOW_H
+#define SLUICE_FLOW_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "sluice/err.h"
+
+enum sl_param_type {
+	SL_PARAM_ANY = 0,
+	SL_PARAM_INT,
+	SL_PARAM_FLOAT,
+	SL_PARAM_STRING,
+	SL_PARAM_BOOL,
+	SL_PARAM_LIST,
+};
+
+struct sl_flow_param {
+	char *name;
+	enum sl_param_type type;
+	json_t *def; /* default value, NULL when the parameter is required */
+};
+
+/* One key of a task's `map:`. Exactly one of literal / source is set. */
+struct sl_flow_map_key {
+	char *name;
+	json_t *literal; /* a YAML sequence, as a JSON array */
+	char *source;    /* an expression string: "range(${params.n})", "${tasks.inc.outputs}" */
+};
+
+enum sl_task_kind {
+	SL_TASK_COMMAND = 0,
+	SL_TASK_BUILTIN = 1,
+};
+
+struct sl_flow_task {
+	char *name;
+	int line; /* line of the task's key in the YAML (1-based) */
+	enum sl_task_kind kind;
+	char **argv; /* templates; command tasks */
+	size_t argc;
+	char *builtin; /* builtin tasks: noop, sleep, echo, sum */
+	char *input;   /* template of the JSON input (stdin / builtin argument), or NULL */
+	char **env_names;
+	char **env_values; /* templates */
+	size_t nenv;
+	struct sl_flow_map_key *map;
+	size_t nmap;
+	size_t *deps; /* indexes into flow->tasks: references in templates + `after:` */
+	size_t ndeps;
+	int retries;        /* extra attempts after the first */
+	long retry_delay_ms;
+	long timeout_ms;
+	char *queue;
+	int priority;       /* high = 1, normal = 0, low = -1 */
+	long max_output_bytes;
+};
+
+struct sl_flow {
+	char *name;
+	char *path;   /* file it came from, or "<memory>" */
+	char *source; /* the YAML text, NUL-terminated */
+	size_t source_len;
+	struct sl_flow_param *params;
+	size_t nparams;
+	struct sl_flow_task *tasks; /* topological order: every task after its deps */
+	size_t ntasks;
+	char *trigger_dir;  /* trigger.files.dir, NULL when the flow has no file trigger */
+	char *trigger_glob; /* trigger.files.glob, default "*" */
+};
+
+/* Parses a flow from YAML text (copied). filename is used in messages only.
+ * On error returns NULL and writes "<filename>:<line>:<column>: <reason>" into errstr. */
+struct sl_flow *sl_flow_parse(const char *yaml, size_t len, const char *filename, char *errstr,
+			      size_t errlen);
+
+/* Reads and parses the file at path (at most 1 MiB). Same errors as sl_flow_parse(). */
+struct sl_flow *sl_flow_load(const char *path, char *errstr, size_t errlen);
+
+/* Frees everything. Accepts NULL. */
+void sl_flow_destroy(struct sl_flow *flow);
+
+/* Index of the task called name, or -1. */
+ssize_t sl_flow_task_index(const struct sl_flow *flow, const char *name);
+
+/* Checks given (a JSON object of parameter values, borrowed; NULL = none) against the
+ * flow's params: unknown names, missing required ones and values of the wrong type are
+ * errors; a string that parses as the declared type is accepted ("10" for int). On success
+ * *out is a new object with every parameter (defaults filled): caller frees with
+ * json_decref(). */
+enum sl_err sl_flow_bind_params(const struct sl_flow *flow, json_t *given, json_t **out,
+				char *errstr, size_t errlen);
+
+/* What a template can see while a task is expanded. */
+struct sl_expand_ctx {
+	const char *run_id;
+	const char *flow;
+	const char *intent; /* "normal", "reprocess", "test_subset" */
+	json_t *params;     /* bound parameters, borrowed */
+	/* Returns the outputs of upstream task `task_index` as a JSON array ordered by map
+	 * index (one element for an unmapped task), as a new reference, or NULL when they
+	 * are not known. */
+	json_t *(*upstream_outputs)(void *ud, size_t task_index);
+	void *ud;
+};
+
+/* One runnable instance of a task, every template filled in. */
+struct sl_instance {
+	int map_index; /* -1 for an unmapped task */
+	char **argv;   /* command tasks; NULL-terminated, argc entries */
+	size_t argc;
+	char **env; /* "NAME=value" entries */
+	size_t nenv;
+	char *input; /* JSON text or NULL */
+};
+
+/* Expands task task_index into its instances: one (map_index -1) for an unmapped task;
+ * for a mapped task, one per element of its map lists zipped together (lists of different
+ * lengths are an error; an empty list gives zero instances). On success *out (caller frees
+ * with sl_instances_free()) holds *n instances. */
+enum sl_err sl_flow_expand(const struct sl_flow *flow, size_t task_index,
+			   const struct sl_expand_ctx *ctx, struct sl_instance **out, size_t *n,
+			   char *errstr, size_t errlen);
+
+void sl_instances_free(struct sl_instance *inst, size_t n);
+
+/* Evaluates a template string against ctx and vars (map variables, object, may be NULL).
+ * A string that is exactly one "${expr}" yields the value of expr itself (any JSON type);
+ * otherwise each ${expr} is replaced by its value rendered as text (strings raw, others as
+ * compact JSON) and the result is a JSON string. New reference in *out. */
+enum sl_err sl_template_eval(const char *tmpl, const struct sl_expand_ctx *ctx, json_t *vars,
+			     json_t **out, char *errstr, size_t errlen);
+
+/* Renders a value as argv/env text: strings raw, others as compact JSON. Caller frees. */
+char *sl_value_to_text(json_t *v);
+
+#endif

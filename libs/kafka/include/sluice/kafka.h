@@ -1,0 +1,112 @@
+/* kafka.h - the Kafka layer: idempotent producer, manual-commit consumer, topic admin, lag. */
+#ifndef SLUICE_KAFKA_H
+#define SLUICE_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/err.h"
+
+/* Topic names of the design. Task queues are SL_TOPIC_TASKS_PREFIX + queue name. */
+#define SL_TOPIC_RUNS_REQUESTED "sluice.runs.requested"
+#define SL_TOPIC_TASKS_PREFIX "sluice.tasks."
+#define SL_TOPIC_RESULTS "sluice.tasks.results"
+#define SL_TOPIC_RUN_EVENTS "sluice.runs.events"
+#define SL_TOPIC_CONTROL "sluice.control"
+#define SL_TOPIC_SCALER_EVENTS "sluice.autoscaler.events"
+#define SL_TOPIC_DEADLETTER "sluice.deadletter"
+
+/* Largest message any sluice consumer accepts; bigger ones are dead-lettered unread. */
+#define SL_KAFKA_MAX_MESSAGE (1024 * 1024)
+
+struct sl_kafka_producer;
+struct sl_kafka_consumer;
+
+/* Called from sl_kafka_producer_poll()/flush() on the polling thread once per produced
+ * message: err is SL_OK when the broker stored it. opaque is what sl_kafka_produce() got. */
+typedef void(sl_kafka_delivery_cb)(void *opaque, enum sl_err err, const char *reason, void *ctx);
+
+/* Applies librdkafka properties from the environment: every SLUICE_KAFKA_<PROP> variable
+ * except SLUICE_KAFKA_BROKERS sets <prop> with '_' turned into '.', lower-cased
+ * (SLUICE_KAFKA_SECURITY_PROTOCOL=ssl -> security.protocol=ssl). Returns SL_ERR_CONFIG and
+ * fills errstr when librdkafka rejects one. */
+enum sl_err sl_kafka_conf_from_env(rd_kafka_conf_t *conf, char *errstr, size_t errlen);
+
+/* Creates an idempotent producer (enable.idempotence=true, acks=all). linger_ms tunes
+ * batching (0 for lowest latency). on_delivery may be NULL; ctx is passed to it (borrowed).
+ * Returns NULL and fills errstr on error. */
+struct sl_kafka_producer *sl_kafka_producer_new(const char *brokers, int linger_ms,
+						sl_kafka_delivery_cb *on_delivery, void *ctx,
+						char *errstr, size_t errlen);
+
+/* Queues one message (payload and key are copied). Blocks up to 5 s while the local queue
+ * is full, serving delivery reports. Thread-safe. */
+enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, const void *key,
+			     size_t keylen, const void *payload, size_t len, void *opaque);
+
+/* Serves delivery reports for up to timeout_ms. Returns the number served. */
+int sl_kafka_producer_poll(struct sl_kafka_producer *p, int timeout_ms);
+
+/* Waits until every queued message is delivered or failed, up to timeout_ms.
+ * Returns SL_ERR_TIMEOUT if some are still queued. */
+enum sl_err sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms);
+
+/* The underlying handle, borrowed (for metadata queries). */
+rd_kafka_t *sl_kafka_producer_handle(struct sl_kafka_producer *p);
+
+/* Flushes up to 10 s and destroys. Accepts NULL. */
+void sl_kafka_producer_destroy(struct sl_kafka_producer *p);
+
+/* Creates a consumer in group that subscribes to topics (borrowed, copied). Offsets are
+ * stored only by sl_kafka_consumer_done() and committed in the background from those, so a
+ * message is committed only once the caller says its work is durable.
+ * auto.offset.reset=earliest. Returns NULL and fills errstr on error. */
+struct sl_kafka_consumer *sl_kafka_consumer_new(const char *brokers, const char *group,
+						const char *const *topics, size_t ntopics,
+						char *errstr, size_t errlen);
+
+/* Returns the next message or NULL after timeout_ms. Errors (partition EOF, transport) are
+ * logged and NULL is returned. Caller frees with rd_kafka_message_destroy(). */
+rd_kafka_message_t *sl_kafka_consumer_poll(struct sl_kafka_consumer *c, int timeout_ms);
+
+/* Marks msg (borrowed) as processed: its offset+1 will be committed. */
+void sl_kafka_consumer_done(struct sl_kafka_consumer *c, const rd_kafka_message_t *msg);
+
+/* Commits stored offsets now and waits for the broker's answer. */
+enum sl_err sl_kafka_consumer_commit(struct sl_kafka_consumer *c);
+
+/* Pauses (paused=1) or resumes (0) fetching on every assigned partition, including ones
+ * assigned later, while the consumer keeps its group membership by being polled. */
+void sl_kafka_consumer_set_paused(struct sl_kafka_consumer *c, int paused);
+
+/* Number of partitions currently assigned to this consumer. */
+int sl_kafka_consumer_assigned(struct sl_kafka_consumer *c);
+
+/* Commits stored offsets, leaves the group and destroys. Accepts NULL. */
+void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c);
+
+/* Creates each missing topic with partitions partitions (replication 1 when the cluster has
+ * one broker, else 3); existing topics are left alone. */
+enum sl_err sl_kafka_topics_ensure(const char *brokers, const char *const *topics, size_t n,
+				   int partitions, char *errstr, size_t errlen);
+
+/* Demand numbers of a consumer group on one topic: lag = sum over partitions of
+ * (high watermark - committed offset), a partition with no commit counting from its low
+ * watermark. Returns SL_ERR_NOT_FOUND when the topic does not exist. */
+struct sl_kafka_lag_probe;
+struct sl_kafka_lag_probe *sl_kafka_lag_probe_new(const char *brokers, const char *group,
+						  char *errstr, size_t errlen);
+enum sl_err sl_kafka_lag(struct sl_kafka_lag_probe *probe, const char *topic, int64_t *lag,
+			 int timeout_ms);
+void sl_kafka_lag_probe_destroy(struct sl_kafka_lag_probe *probe);
+
+/* Publishes msg (borrowed) to sluice.deadletter as a DeadLetter with its original bytes and
+ * the error text, so the consumer can commit it and go on. */
+enum sl_err sl_kafka_deadletter(struct sl_kafka_producer *p, const char *service,
+				const rd_kafka_message_t *msg, const char *error);
+
+/* Returns SL_OK when msg->len is within SL_KAFKA_MAX_MESSAGE, else SL_ERR_TOO_BIG. */
+enum sl_err sl_kafka_check_size(const rd_kafka_message_t *msg);
+
+#endif

@@ -1,0 +1,350 @@
+/* kafka.c - producer and manual-commit consumer over librdkafka, logging through sl_log. */
+#include "sluice/kafka.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+
+extern char **environ;
+
+struct sl_kafka_producer {
+	rd_kafka_t *rk;
+	sl_kafka_delivery_cb *on_delivery;
+	void *ctx;
+};
+
+struct sl_kafka_consumer {
+	rd_kafka_t *rk;
+	int paused; /* written and read on the polling thread only */
+};
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	/* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug. */
+	if (level <= 3)
+		SL_ERROR("librdkafka %s: %s", fac, buf);
+	else if (level == 4)
+		SL_WARN("librdkafka %s: %s", fac, buf);
+	else if (level <= 6)
+		SL_INFO("librdkafka %s: %s", fac, buf);
+	else
+		SL_DEBUG("librdkafka %s: %s", fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		char buf[512];
+		rd_kafka_fatal_error(rk, buf, sizeof(buf));
+		SL_ERROR("kafka fatal error: %s", buf);
+		return;
+	}
+	/* Transport errors are retried by librdkafka itself; they are worth a warning only. */
+	SL_WARN("kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+enum sl_err sl_kafka_conf_from_env(rd_kafka_conf_t *conf, char *errstr, size_t errlen)
+{
+	static const char prefix[] = "SLUICE_KAFKA_";
+	char **env;
+
+	for (env = environ; *env; env++) {
+		char name[256];
+		const char *eq = strchr(*env, '=');
+		size_t i, n;
+
+		if (strncmp(*env, prefix, sizeof(prefix) - 1) || !eq)
+			continue;
+		n = (size_t)(eq - *env) - (sizeof(prefix) - 1);
+		if (n == 0 || n >= sizeof(name))
+			continue;
+		for (i = 0; i < n; i++) {
+			char ch = (*env)[sizeof(prefix) - 1 + i];
+			name[i] = ch == '_' ? '.' : (char)tolower((unsigned char)ch);
+		}
+		name[n] = '\0';
+		if (!strcmp(name, "brokers") || !strcmp(name, "data"))
+			continue;
+		if (rd_kafka_conf_set(conf, name, eq + 1, errstr, errlen) != RD_KAFKA_CONF_OK)
+			return SL_ERR_CONFIG;
+	}
+	return SL_OK;
+}
+
+/* Builds the common part of a client configuration; each constructor applies the
+ * environment's overrides last. Returns NULL and fills errstr. */
+static rd_kafka_conf_t *base_conf(const char *brokers, char *errstr, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+	if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "client.id", "sluice", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "log.connection.close", "false", errstr, errlen)) {
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	rd_kafka_conf_set_log_cb(conf, log_cb);
+	rd_kafka_conf_set_error_cb(conf, error_cb);
+	return conf;
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+	struct sl_kafka_producer *p = opaque;
+
+	if (msg->err)
+		SL_WARN("kafka delivery to %s failed: %s", rd_kafka_topic_name(msg->rkt),
+			rd_kafka_err2str(msg->err));
+	if (p && p->on_delivery)
+		p->on_delivery(msg->_private, msg->err ? SL_ERR_KAFKA : SL_OK,
+			       msg->err ? rd_kafka_err2str(msg->err) : NULL, p->ctx);
+}
+
+struct sl_kafka_producer *sl_kafka_producer_new(const char *brokers, int linger_ms,
+						sl_kafka_delivery_cb *on_delivery, void *ctx,
+						char *errstr, size_t errlen)
+{
+	struct sl_kafka_producer *p = calloc(1, sizeof(*p));
+	rd_kafka_conf_t *conf = NULL;
+	char linger[32];
+
+	if (!p) {
+		snprintf(errstr, errlen, "out of memory");
+		return NULL;
+	}
+	p->on_delivery = on_delivery;
+	p->ctx = ctx;
+	snprintf(linger, sizeof(linger), "%d", linger_ms);
+	if (!(conf = base_conf(brokers, errstr, errlen)))
+		goto fail;
+	if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "linger.ms", linger, errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "message.max.bytes", "2097152", errstr, errlen) ||
+	    sl_kafka_conf_from_env(conf, errstr, errlen) != SL_OK)
+		goto fail;
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+	rd_kafka_conf_set_opaque(conf, p);
+	if (!(p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errlen)))
+		goto fail;
+	return p; /* conf is owned by rk now */
+fail:
+	if (conf)
+		rd_kafka_conf_destroy(conf);
+	free(p);
+	return NULL;
+}
+
+enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, const void *key,
+			     size_t keylen, const void *payload, size_t len, void *opaque)
+{
+	int64_t tries = 0;
+
+	for (;;) {
+		rd_kafka_resp_err_t err = rd_kafka_producev(
+			p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+			RD_KAFKA_V_KEY((void *)key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
+			RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+		if (!err)
+			return SL_OK;
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || ++tries > 50) {
+			SL_ERROR("kafka produce to %s failed: %s", topic, rd_kafka_err2str(err));
+			return SL_ERR_KAFKA;
+		}
+		rd_kafka_poll(p->rk, 100);
+	}
+}
+
+int sl_kafka_producer_poll(struct sl_kafka_producer *p, int timeout_ms)
+{
+	return rd_kafka_poll(p->rk, timeout_ms);
+}
+
+enum sl_err sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms)
+{
+	return rd_kafka_flush(p->rk, timeout_ms) ? SL_ERR_TIMEOUT : SL_OK;
+}
+
+rd_kafka_t *sl_kafka_producer_handle(struct sl_kafka_producer *p)
+{
+	return p->rk;
+}
+
+void sl_kafka_producer_destroy(struct sl_kafka_producer *p)
+{
+	if (!p)
+		return;
+	if (p->rk) {
+		if (rd_kafka_flush(p->rk, 10000))
+			SL_WARN("kafka producer closed with %d undelivered messages",
+				rd_kafka_outq_len(p->rk));
+		rd_kafka_destroy(p->rk);
+	}
+	free(p);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	struct sl_kafka_consumer *c = opaque;
+	int coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+	rd_kafka_error_t *error = NULL;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		if (coop)
+			error = rd_kafka_incremental_assign(rk, parts);
+		else
+			rd_kafka_assign(rk, parts);
+		if (c->paused)
+			rd_kafka_pause_partitions(rk, parts);
+		SL_DEBUG("kafka: assigned %d partitions", parts->cnt);
+	} else {
+		/* Commit what is done before another member takes these partitions. */
+		rd_kafka_commit(rk, NULL, 0);
+		if (coop)
+			error = rd_kafka_incremental_unassign(rk, parts);
+		else
+			rd_kafka_assign(rk, NULL);
+		SL_DEBUG("kafka: revoked %d partitions", parts->cnt);
+	}
+	if (error) {
+		SL_WARN("kafka rebalance: %s", rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+	}
+}
+
+struct sl_kafka_consumer *sl_kafka_consumer_new(const char *brokers, const char *group,
+						const char *const *topics, size_t ntopics,
+						char *errstr, size_t errlen)
+{
+	struct sl_kafka_consumer *c = calloc(1, sizeof(*c));
+	rd_kafka_conf_t *conf = NULL;
+	rd_kafka_topic_partition_list_t *subs = NULL;
+	rd_kafka_resp_err_t err;
+	size_t i;
+
+	if (!c) {
+		snprintf(errstr, errlen, "out of memory");
+		return NULL;
+	}
+	if (!(conf = base_conf(brokers, errstr, errlen)))
+		goto fail;
+	if (rd_kafka_conf_set(conf, "group.id", group, errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "enable.auto.commit", "true", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "auto.commit.interval.ms", "200", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+			      errlen) ||
+	    rd_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "topic.metadata.refresh.interval.ms", "5000", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "fetch.message.max.bytes", "2097152", errstr, errlen))
+		goto fail;
+	if (sl_kafka_conf_from_env(conf, errstr, errlen) != SL_OK)
+		goto fail;
+	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+	rd_kafka_conf_set_opaque(conf, c);
+	if (!(c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errlen)))
+		goto fail;
+	conf = NULL;
+	rd_kafka_poll_set_consumer(c->rk);
+	subs = rd_kafka_topic_partition_list_new((int)ntopics);
+	for (i = 0; i < ntopics; i++)
+		rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
+	err = rd_kafka_subscribe(c->rk, subs);
+	rd_kafka_topic_partition_list_destroy(subs);
+	if (err) {
+		snprintf(errstr, errlen, "subscribe: %s", rd_kafka_err2str(err));
+		goto fail;
+	}
+	return c;
+fail:
+	if (conf)
+		rd_kafka_conf_destroy(conf);
+	if (c->rk)
+		rd_kafka_destroy(c->rk);
+	free(c);
+	return NULL;
+}
+
+rd_kafka_message_t *sl_kafka_consumer_poll(struct sl_kafka_consumer *c, int timeout_ms)
+{
+	rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout_ms);
+
+	if (!m)
+		return NULL;
+	if (m->err) {
+		if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			SL_WARN("kafka consume: %s", rd_kafka_message_errstr(m));
+		rd_kafka_message_destroy(m);
+		return NULL;
+	}
+	return m;
+}
+
+void sl_kafka_consumer_done(struct sl_kafka_consumer *c, const rd_kafka_message_t *msg)
+{
+	rd_kafka_resp_err_t err = rd_kafka_offset_store(msg->rkt, msg->partition, msg->offset);
+
+	/* A partition revoked meanwhile cannot be stored; its next owner reprocesses it. */
+	if (err)
+		SL_DEBUG("kafka offset store: %s", rd_kafka_err2str(err));
+}
+
+enum sl_err sl_kafka_consumer_commit(struct sl_kafka_consumer *c)
+{
+	rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
+
+	if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+		SL_WARN("kafka commit: %s", rd_kafka_err2str(err));
+		return SL_ERR_KAFKA;
+	}
+	return SL_OK;
+}
+
+void sl_kafka_consumer_set_paused(struct sl_kafka_consumer *c, int paused)
+{
+	rd_kafka_topic_partition_list_t *parts = NULL;
+
+	if (c->paused == paused)
+		return;
+	c->paused = paused;
+	if (rd_kafka_assignment(c->rk, &parts) || !parts)
+		return;
+	if (paused)
+		rd_kafka_pause_partitions(c->rk, parts);
+	else
+		rd_kafka_resume_partitions(c->rk, parts);
+	rd_kafka_topic_partition_list_destroy(parts);
+}
+
+int sl_kafka_consumer_assigned(struct sl_kafka_consumer *c)
+{
+	rd_kafka_topic_partition_list_t *parts = NULL;
+	int n;
+
+	if (rd_kafka_assignment(c->rk, &parts) || !parts)
+		return 0;
+	n = parts->cnt;
+	rd_kafka_topic_partition_list_destroy(parts);
+	return n;
+}
+
+void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c)
+{
+	if (!c)
+		return;
+	if (c->rk) {
+		rd_kafka_commit(c->rk, NULL, 0);
+		rd_kafka_consumer_close(c->rk);
+		rd_kafka_destroy(c->rk);
+	}
+	free(c);
+}
+
+enum sl_err sl_kafka_check_size(const rd_kafka_message_t *msg)
+{
+	return msg->len > SL_KAFKA_MAX_MESSAGE ? SL_ERR_TOO_BIG : SL_OK;
+}
