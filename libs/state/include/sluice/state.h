@@ -77,4 +77,114 @@ enum sl_err sl_state_worker_request_drain(struct sl_state *st, const char *id);
 /* Removes worker id from the registry. */
 enum sl_err sl_state_worker_deregister(struct sl_state *st, const char *id);
 
+/* ---- runs (planner side) ---- */
+
+/* One task node of a new run. */
+struct sl_run_node {
+	const char *name;
+	int ndeps;        /* number of upstream tasks */
+	const char *down; /* comma list of downstream task names ("" for none) */
+	int max_attempts; /* retries + 1 */
+};
+
+struct sl_run_new {
+	const char *run_id;
+	const char *flow;
+	const char *params_json;
+	const char *intent;
+	const char *source; /* the flow YAML snapshot */
+	size_t source_len;
+	const char *idem_key; /* NULL or "" for none */
+	const char *requested_by;
+	const char *trace_id;
+	const char *tasks_csv; /* task names in topological order, comma-separated */
+	const struct sl_run_node *nodes;
+	size_t nnodes;
+	int64_t now_ms;
+};
+
+/* Records a new RUNNING run with its nodes (all WAITING). Returns SL_OK when created;
+ * SL_ERR_EXISTS when the run id is known already (a redelivered request: dup_of = "") or
+ * the idempotency key maps to an earlier run (dup_of = its id; the new id is recorded as
+ * DUPLICATE pointing there). */
+enum sl_err sl_state_run_create(struct sl_state *st, const struct sl_run_new *rn, char *dup_of,
+				size_t dup_cap);
+
+/* Records a refused request as a REJECTED run with its error (no-op if the run exists). */
+enum sl_err sl_state_run_reject(struct sl_state *st, const char *run, const char *flow,
+				const char *error, int64_t now_ms);
+
+/* Ends a RUNNING run as CANCELLED. SL_ERR_STALE when it had ended or is unknown. */
+enum sl_err sl_state_run_cancel(struct sl_state *st, const char *run, const char *reason,
+				int64_t now_ms);
+
+/* What a transition did: outcome word, the run's state after it, and the nodes that
+ * became ready (their upstreams are all done). Clear with sl_transition_clear(). */
+struct sl_transition {
+	char outcome[16];
+	char run_state[16];
+	char **ready;
+	size_t nready;
+};
+void sl_transition_clear(struct sl_transition *t);
+
+/* One instance to create: map index and its encoded TaskDispatch (borrowed). */
+struct sl_ti_new {
+	int idx;
+	const void *dispatch;
+	size_t len;
+};
+
+/* Starts node task: WAITING -> ACTIVE with total instances, creating the first n of them
+ * (DISPATCHED, attempt 1). outcome: "started"; "finished" when total == 0 (ready nodes and
+ * run state as after a completion); "stale" when it had started already; "ended" when the
+ * run is no longer RUNNING. */
+enum sl_err sl_state_node_start(struct sl_state *st, const char *run, const char *task,
+				size_t total, int max_attempts, const struct sl_ti_new *tis,
+				size_t n, int64_t now_ms, struct sl_transition *out);
+
+/* Creates a further batch of instances of an ACTIVE node. SL_ERR_STALE if not ACTIVE. */
+enum sl_err sl_state_ti_add(struct sl_state *st, const char *run, const char *task,
+			    int max_attempts, const struct sl_ti_new *tis, size_t n,
+			    int64_t now_ms);
+
+/* A result to apply; strings borrowed. status: SUCCEEDED|FAILED|TIMED_OUT|CANCELLED. */
+struct sl_result_in {
+	const char *run;
+	const char *task;
+	int idx;
+	unsigned attempt;
+	const char *status;
+	const char *output; /* JSON text */
+	size_t output_len;
+	const char *error;
+	int exit_code;
+	const char *worker;
+	int64_t started_ms;
+	int64_t finished_ms;
+	int64_t now_ms;
+	long retry_delay_ms; /* used when the failure is retried */
+};
+
+/* Applies a result once, fenced by attempt. outcome: "applied", "node_done" (ready nodes
+ * listed), "retry" (scheduled after retry_delay_ms), "run_failed", "stale" (ignored). */
+enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,
+				  struct sl_transition *out);
+
+/* A retry that is due: the instance is DISPATCHED again with attempt; dispatch holds the
+ * stored TaskDispatch bytes (of an earlier attempt: re-encode with the new attempt). */
+struct sl_due {
+	char *run;
+	char *task;
+	int idx;
+	unsigned attempt;
+	void *dispatch;
+	size_t len;
+};
+
+/* Pops up to limit due retries. *out (caller frees with sl_due_free()) holds *n entries. */
+enum sl_err sl_state_timers_due(struct sl_state *st, int64_t now_ms, int limit,
+				struct sl_due **out, size_t *n);
+void sl_due_free(struct sl_due *due, size_t n);
+
 #endif

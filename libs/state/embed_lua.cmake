@@ -1,0 +1,18 @@
+# Embeds the Lua scripts into a C file: each script gets _common.lua prepended.
+# Inputs: LUA_DIR, OUT, NAMES (comma list of script names without .lua).
+string(REPLACE "," ";" NAMES "${NAMES}")
+file(READ ${LUA_DIR}/_common.lua COMMON)
+set(body "/* Generated from libs/state/lua by embed_lua.cmake; do not edit. */\n#include \"lua_scripts.h\"\n\n")
+set(table "const struct sl_lua_script sl_lua_scripts[] = {\n")
+foreach(name ${NAMES})
+  file(READ ${LUA_DIR}/${name}.lua SCRIPT)
+  string(CONCAT text "${COMMON}" "\n" "${SCRIPT}")
+  file(WRITE ${OUT}.tmp "${text}")
+  file(READ ${OUT}.tmp hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+  string(APPEND body "static const char lua_${name}[] = {${hex}0x00};\n")
+  string(APPEND table "\t{\"${name}\", lua_${name}},\n")
+endforeach()
+file(REMOVE ${OUT}.tmp)
+string(APPEND table "\t{0, 0},\n};\n")
+file(WRITE ${OUT} "${body}\n${table}")

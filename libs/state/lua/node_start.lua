@@ -1,0 +1,18 @@
+-- node_start: a node whose upstreams are done becomes ACTIVE with its instances.
+-- KEYS: 1 run hash, 2 node hash
+-- ARGV: 1 task, 2 total instances, 3 now ms, 4 node key prefix, 5 instance key prefix
+--       ("sluice:{R}:ti:<task>:"), 6 max attempts, then pairs: map index, dispatch bytes
+-- Returns {'started'} | {'finished', run state, ready...} (zero instances) | {'stale'}
+-- (already started) | {'ended', run state}.
+local run_state = redis.call('HGET', KEYS[1], 'state')
+if run_state ~= 'RUNNING' then return {'ended', run_state or 'MISSING'} end
+if redis.call('HGET', KEYS[2], 'state') ~= 'WAITING' then return {'stale'} end
+local total = tonumber(ARGV[2])
+redis.call('HSET', KEYS[2], 'state', 'ACTIVE', 'total', total, 'done', 0)
+redis.call('HINCRBY', KEYS[1], 'tasks_total', total)
+create_instances(ARGV[5], ARGV[6], ARGV[3], 7)
+if total == 0 then
+  local ready, state = node_finished(KEYS[1], ARGV[4], ARGV[1], ARGV[3])
+  return {'finished', state, unpack(ready)}
+end
+return {'started'}

@@ -1,0 +1,20 @@
+-- timers_due: pops retries that are due and marks their instances DISPATCHED again.
+-- KEYS: 1 timers zset   ARGV: 1 now ms, 2 limit
+-- Returns a flat list: member, dispatch bytes, member, dispatch bytes ...
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  local run, task, idx, attempt = string.match(m, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
+  if run then
+    local ti = 'sluice:{' .. run .. '}:ti:' .. task .. ':' .. idx
+    local st = redis.call('HMGET', ti, 'state', 'attempt', 'dispatch')
+    if redis.call('HGET', 'sluice:{' .. run .. '}:run', 'state') == 'RUNNING'
+       and st[1] == 'RETRY_WAIT' and st[2] == attempt and st[3] then
+      redis.call('HSET', ti, 'state', 'DISPATCHED')
+      out[#out + 1] = m
+      out[#out + 1] = st[3]
+    end
+  end
+end
+return out

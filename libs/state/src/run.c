@@ -1,0 +1,374 @@
+/* run.c - the planner's transitions: create/reject/cancel runs, start nodes, apply results,
+ * pop due retries. Each is one Lua script; this file only marshals arguments and replies. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+#include "sluice/util.h"
+#include "state_int.h"
+
+/* Growable argument vector for script calls; strings it formats are owned by it. */
+struct args {
+	const char **v;
+	size_t *len;
+	char **owned;
+	int n, cap, nowned;
+};
+
+/* Makes room for one more argument; owned[] grows with v[] so nowned <= n < cap holds. */
+static int args_grow(struct args *a)
+{
+	int cap;
+
+	if (a->n < a->cap)
+		return 0;
+	cap = a->cap ? a->cap * 2 : 32;
+	const char **v = realloc(a->v, sizeof(*v) * (size_t)cap);
+	if (!v)
+		return -1;
+	a->v = v;
+	size_t *l = realloc(a->len, sizeof(*l) * (size_t)cap);
+	if (!l)
+		return -1;
+	a->len = l;
+	char **o = realloc(a->owned, sizeof(*o) * (size_t)cap);
+	if (!o)
+		return -1;
+	a->owned = o;
+	a->cap = cap;
+	return 0;
+}
+
+static int args_push(struct args *a, const char *s, size_t len)
+{
+	if (args_grow(a))
+		return -1;
+	a->v[a->n] = s;
+	a->len[a->n] = len;
+	a->n++;
+	return 0;
+}
+
+static int args_str(struct args *a, const char *s)
+{
+	return args_push(a, s ? s : "", s ? strlen(s) : 0);
+}
+
+static int args_fmt(struct args *a, const char *fmt, long long v)
+{
+	char *s;
+
+	if (args_grow(a) || !(s = malloc(32)))
+		return -1;
+	snprintf(s, 32, fmt, v);
+	a->owned[a->nowned++] = s;
+	return args_push(a, s, strlen(s));
+}
+
+static void args_free(struct args *a)
+{
+	for (int i = 0; i < a->nowned; i++)
+		free(a->owned[i]);
+	free(a->v);
+	free(a->len);
+	free(a->owned);
+}
+
+static enum sl_err reply_to_transition(redisReply *r, struct sl_transition *t)
+{
+	memset(t, 0, sizeof(*t));
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+		return SL_ERR_REDIS;
+	sl_strlcpy(t->outcome, r->element[0]->str ? r->element[0]->str : "", sizeof(t->outcome));
+	if (r->elements >= 2 && r->element[1]->str)
+		sl_strlcpy(t->run_state, r->element[1]->str, sizeof(t->run_state));
+	if (r->elements > 2) {
+		t->ready = calloc(r->elements - 2, sizeof(*t->ready));
+		if (!t->ready)
+			return SL_ERR_NOMEM;
+		for (size_t i = 2; i < r->elements; i++)
+			if (r->element[i]->str && (t->ready[t->nready] = strdup(r->element[i]->str)))
+				t->nready++;
+	}
+	return SL_OK;
+}
+
+void sl_transition_clear(struct sl_transition *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < t->nready; i++)
+		free(t->ready[i]);
+	free(t->ready);
+	memset(t, 0, sizeof(*t));
+}
+
+enum sl_err sl_state_run_create(struct sl_state *st, const struct sl_run_new *rn, char *dup_of,
+				size_t dup_cap)
+{
+	char run_key[STATE_KEY_MAX], idem_key[STATE_KEY_MAX], node_prefix[STATE_KEY_MAX];
+	int has_idem = rn->idem_key && rn->idem_key[0];
+	struct args a = {0};
+	redisReply *r = NULL;
+	enum sl_err err = SL_ERR_NOMEM;
+
+	if (dup_cap)
+		dup_of[0] = '\0';
+	state_key(run_key, sizeof(run_key), rn->run_id, "run");
+	state_key(node_prefix, sizeof(node_prefix), rn->run_id, "node:");
+	if (has_idem)
+		snprintf(idem_key, sizeof(idem_key), "sluice:idem:%s", rn->idem_key);
+	else
+		sl_strlcpy(idem_key, run_key, sizeof(idem_key));
+	if (args_str(&a, run_key) || args_str(&a, idem_key) || args_str(&a, "sluice:runs") ||
+	    args_str(&a, rn->run_id) || args_str(&a, rn->flow) || args_str(&a, rn->params_json) ||
+	    args_str(&a, rn->intent) || args_push(&a, rn->source, rn->source_len) ||
+	    args_fmt(&a, "%lld", (long long)rn->now_ms) || args_str(&a, has_idem ? "1" : "0") ||
+	    args_str(&a, rn->requested_by) || args_str(&a, rn->trace_id) ||
+	    args_str(&a, rn->tasks_csv) || args_str(&a, node_prefix))
+		goto out;
+	for (size_t i = 0; i < rn->nnodes; i++)
+		if (args_str(&a, rn->nodes[i].name) || args_fmt(&a, "%lld", rn->nodes[i].ndeps) ||
+		    args_str(&a, rn->nodes[i].down) ||
+		    args_fmt(&a, "%lld", rn->nodes[i].max_attempts))
+			goto out;
+	err = SL_ERR_REDIS;
+	if (!(r = state_eval(st, "run_create", 3, a.n, a.v, a.len)))
+		goto out;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+		goto out;
+	if (!strcmp(r->element[0]->str, "created")) {
+		err = SL_OK;
+	} else {
+		err = SL_ERR_EXISTS;
+		if (r->elements > 1 && dup_cap)
+			sl_strlcpy(dup_of, r->element[1]->str, dup_cap);
+	}
+out:
+	if (r)
+		freeReplyObject(r);
+	args_free(&a);
+	return err;
+}
+
+enum sl_err sl_state_run_reject(struct sl_state *st, const char *run, const char *flow,
+				const char *error, int64_t now_ms)
+{
+	char run_key[STATE_KEY_MAX], now[24];
+	const char *argv[6];
+	redisReply *r;
+
+	state_key(run_key, sizeof(run_key), run, "run");
+	snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+	argv[0] = run_key;
+	argv[1] = "sluice:runs";
+	argv[2] = run;
+	argv[3] = flow ? flow : "";
+	argv[4] = error;
+	argv[5] = now;
+	if (!(r = state_eval(st, "run_reject", 2, 6, argv, NULL)))
+		return SL_ERR_REDIS;
+	freeReplyObject(r);
+	return SL_OK;
+}
+
+enum sl_err sl_state_run_cancel(struct sl_state *st, const char *run, const char *reason,
+				int64_t now_ms)
+{
+	char run_key[STATE_KEY_MAX], now[24];
+	const char *argv[3];
+	redisReply *r;
+	enum sl_err err;
+
+	state_key(run_key, sizeof(run_key), run, "run");
+	snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+	argv[0] = run_key;
+	argv[1] = now;
+	argv[2] = reason ? reason : "cancelled";
+	if (!(r = state_eval(st, "run_cancel", 1, 3, argv, NULL)))
+		return SL_ERR_REDIS;
+	err = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? SL_OK : SL_ERR_STALE;
+	freeReplyObject(r);
+	return err;
+}
+
+static int push_instances(struct args *a, const struct sl_ti_new *tis, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (args_fmt(a, "%lld", tis[i].idx) || args_push(a, tis[i].dispatch, tis[i].len))
+			return -1;
+	return 0;
+}
+
+enum sl_err sl_state_node_start(struct sl_state *st, const char *run, const char *task,
+				size_t total, int max_attempts, const struct sl_ti_new *tis,
+				size_t n, int64_t now_ms, struct sl_transition *out)
+{
+	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], node_prefix[STATE_KEY_MAX],
+		ti_prefix[STATE_KEY_MAX];
+	struct args a = {0};
+	redisReply *r = NULL;
+	enum sl_err err = SL_ERR_NOMEM;
+
+	memset(out, 0, sizeof(*out));
+	state_key(run_key, sizeof(run_key), run, "run");
+	state_key(node_key, sizeof(node_key), run, "node:%s", task);
+	state_key(node_prefix, sizeof(node_prefix), run, "node:");
+	state_key(ti_prefix, sizeof(ti_prefix), run, "ti:%s:", task);
+	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, task) ||
+	    args_fmt(&a, "%lld", (long long)total) || args_fmt(&a, "%lld", (long long)now_ms) ||
+	    args_str(&a, node_prefix) || args_str(&a, ti_prefix) ||
+	    args_fmt(&a, "%lld", max_attempts) || push_instances(&a, tis, n))
+		goto out;
+	err = SL_ERR_REDIS;
+	if (!(r = state_eval(st, "node_start", 2, a.n, a.v, a.len)))
+		goto out;
+	err = reply_to_transition(r, out);
+out:
+	if (r)
+		freeReplyObject(r);
+	args_free(&a);
+	return err;
+}
+
+enum sl_err sl_state_ti_add(struct sl_state *st, const char *run, const char *task,
+			    int max_attempts, const struct sl_ti_new *tis, size_t n,
+			    int64_t now_ms)
+{
+	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], ti_prefix[STATE_KEY_MAX];
+	struct args a = {0};
+	redisReply *r = NULL;
+	enum sl_err err = SL_ERR_NOMEM;
+
+	state_key(run_key, sizeof(run_key), run, "run");
+	state_key(node_key, sizeof(node_key), run, "node:%s", task);
+	state_key(ti_prefix, sizeof(ti_prefix), run, "ti:%s:", task);
+	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, ti_prefix) ||
+	    args_fmt(&a, "%lld", max_attempts) || args_fmt(&a, "%lld", (long long)now_ms) ||
+	    push_instances(&a, tis, n))
+		goto out;
+	err = SL_ERR_REDIS;
+	if (!(r = state_eval(st, "ti_add", 2, a.n, a.v, a.len)))
+		goto out;
+	err = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? SL_OK : SL_ERR_STALE;
+out:
+	if (r)
+		freeReplyObject(r);
+	args_free(&a);
+	return err;
+}
+
+enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,
+				  struct sl_transition *out)
+{
+	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], ti_key[STATE_KEY_MAX],
+		node_prefix[STATE_KEY_MAX], member[STATE_KEY_MAX];
+	struct args a = {0};
+	redisReply *r = NULL;
+	enum sl_err err = SL_ERR_NOMEM;
+
+	memset(out, 0, sizeof(*out));
+	state_key(run_key, sizeof(run_key), res->run, "run");
+	state_key(node_key, sizeof(node_key), res->run, "node:%s", res->task);
+	state_key(ti_key, sizeof(ti_key), res->run, "ti:%s:%d", res->task, res->idx);
+	state_key(node_prefix, sizeof(node_prefix), res->run, "node:");
+	snprintf(member, sizeof(member), "%s|%s|%d|%u", res->run, res->task, res->idx,
+		 res->attempt + 1);
+	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, ti_key) ||
+	    args_str(&a, "sluice:timers") || args_fmt(&a, "%lld", res->attempt) ||
+	    args_str(&a, res->status) ||
+	    args_push(&a, res->output ? res->output : "null",
+		      res->output ? res->output_len : 4) ||
+	    args_str(&a, res->error) || args_fmt(&a, "%lld", res->exit_code) ||
+	    args_str(&a, res->worker) || args_fmt(&a, "%lld", (long long)res->started_ms) ||
+	    args_fmt(&a, "%lld", (long long)res->finished_ms) ||
+	    args_fmt(&a, "%lld", (long long)res->now_ms) ||
+	    args_fmt(&a, "%lld", res->retry_delay_ms) || args_str(&a, member) ||
+	    args_str(&a, node_prefix) || args_str(&a, res->task))
+		goto out;
+	err = SL_ERR_REDIS;
+	if (!(r = state_eval(st, "result_apply", 4, a.n, a.v, a.len)))
+		goto out;
+	err = reply_to_transition(r, out);
+out:
+	if (r)
+		freeReplyObject(r);
+	args_free(&a);
+	return err;
+}
+
+enum sl_err sl_state_timers_due(struct sl_state *st, int64_t now_ms, int limit,
+				struct sl_due **out, size_t *n)
+{
+	char now[24], lim[16];
+	const char *argv[3];
+	redisReply *r;
+	struct sl_due *due = NULL;
+	enum sl_err err = SL_ERR_REDIS;
+
+	*out = NULL;
+	*n = 0;
+	snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+	snprintf(lim, sizeof(lim), "%d", limit);
+	argv[0] = "sluice:timers";
+	argv[1] = now;
+	argv[2] = lim;
+	if (!(r = state_eval(st, "timers_due", 1, 3, argv, NULL)))
+		return SL_ERR_REDIS;
+	if (r->type != REDIS_REPLY_ARRAY)
+		goto out;
+	err = SL_OK;
+	if (r->elements < 2)
+		goto out;
+	if (!(due = calloc(r->elements / 2, sizeof(*due)))) {
+		err = SL_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		char buf[STATE_KEY_MAX];
+		char *run, *task, *idx, *att, *save = NULL;
+		struct sl_due *d = &due[*n];
+
+		sl_strlcpy(buf, r->element[i]->str, sizeof(buf));
+		run = strtok_r(buf, "|", &save);
+		task = strtok_r(NULL, "|", &save);
+		idx = strtok_r(NULL, "|", &save);
+		att = strtok_r(NULL, "|", &save);
+		if (!run || !task || !idx || !att)
+			continue;
+		d->run = strdup(run);
+		d->task = strdup(task);
+		d->idx = atoi(idx);
+		d->attempt = (unsigned)strtoul(att, NULL, 10);
+		d->len = r->element[i + 1]->len;
+		d->dispatch = malloc(d->len ? d->len : 1);
+		if (!d->run || !d->task || !d->dispatch) {
+			free(d->run);
+			free(d->task);
+			free(d->dispatch);
+			err = SL_ERR_NOMEM;
+			break;
+		}
+		memcpy(d->dispatch, r->element[i + 1]->str, d->len);
+		(*n)++;
+	}
+	*out = due;
+	due = NULL;
+out:
+	free(due);
+	freeReplyObject(r);
+	return err;
+}
+
+void sl_due_free(struct sl_due *due, size_t n)
+{
+	if (!due)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(due[i].run);
+		free(due[i].task);
+		free(due[i].dispatch);
+	}
+	free(due);
+}

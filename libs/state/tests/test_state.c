@@ -1,0 +1,345 @@
+/* test_state.c - the Lua transitions against a real redis-server (db 9 of the session's
+ * Redis when SLUICE_REDIS_URL is set, else a private redis-server started here). */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sluice/state.h"
+#include "sluice/util.h"
+
+static char url[256];
+static pid_t own_redis;
+static struct sl_state *st;
+
+static void start_private_redis(void)
+{
+	int port = 20000 + (int)(getpid() % 20000);
+	char portstr[16];
+
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	own_redis = fork();
+	if (own_redis == 0) {
+		execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
+		       "--save", "", "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
+		_exit(127);
+	}
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/9", port);
+}
+
+static void setup(void)
+{
+	char err[256];
+
+	for (int i = 0; i < 100 && !st; i++) {
+		st = sl_state_new(url, err, sizeof(err));
+		if (!st)
+			usleep(50000);
+	}
+	ck_assert_msg(st != NULL, "redis: %s", err);
+	redisReply *r = sl_state_command(st, "FLUSHDB");
+	ck_assert_ptr_nonnull(r);
+	freeReplyObject(r);
+}
+
+static void teardown(void)
+{
+	sl_state_destroy(st);
+	st = NULL;
+}
+
+static char *hget(const char *key, const char *field)
+{
+	redisReply *r = sl_state_command(st, "HGET %s %s", key, field);
+	char *v = NULL;
+
+	if (r && r->type == REDIS_REPLY_STRING)
+		v = strdup(r->str);
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+static void ck_field(const char *key, const char *field, const char *want)
+{
+	char *v = hget(key, field);
+	ck_assert_msg(v && !strcmp(v, want), "%s %s: want %s, got %s", key, field, want,
+		      v ? v : "(nil)");
+	free(v);
+}
+
+/* A run a -> b (b depends on a), c independent; a has 3 attempts. */
+static void create_run(const char *run, const char *idem)
+{
+	struct sl_run_node nodes[] = {{"a", 0, "b", 3}, {"b", 1, "", 1}, {"c", 0, "", 1}};
+	struct sl_run_new rn = {.run_id = run, .flow = "f", .params_json = "{}", .intent = "normal",
+				.source = "flow: f", .source_len = 7, .idem_key = idem,
+				.requested_by = "test", .trace_id = "t", .tasks_csv = "a,b,c",
+				.nodes = nodes, .nnodes = 3, .now_ms = 1000};
+	char dup[64];
+
+	ck_assert_int_eq(sl_state_run_create(st, &rn, dup, sizeof(dup)), SL_OK);
+}
+
+static void start_node(const char *run, const char *task, size_t n, int max_attempts,
+		       struct sl_transition *t)
+{
+	struct sl_ti_new tis[8];
+
+	for (size_t i = 0; i < n; i++) {
+		tis[i].idx = (int)i;
+		tis[i].dispatch = "blob";
+		tis[i].len = 4;
+	}
+	ck_assert_int_eq(sl_state_node_start(st, run, task, n, max_attempts, tis, n, 1000, t),
+			 SL_OK);
+}
+
+static enum sl_err apply(const char *run, const char *task, int idx, unsigned attempt,
+			 const char *status, struct sl_transition *t)
+{
+	struct sl_result_in res = {.run = run, .task = task, .idx = idx, .attempt = attempt,
+				   .status = status, .output = "42", .output_len = 2,
+				   .error = "", .worker = "w1", .started_ms = 1, .finished_ms = 2,
+				   .now_ms = 5000, .retry_delay_ms = 100};
+	return sl_state_result_apply(st, &res, t);
+}
+
+START_TEST(create_is_idempotent)
+{
+	struct sl_run_node nodes[] = {{"a", 0, "", 1}};
+	struct sl_run_new rn = {.run_id = "r2", .flow = "f", .params_json = "{}",
+				.intent = "normal", .source = "x", .source_len = 1,
+				.idem_key = "key1", .requested_by = "t", .trace_id = "t",
+				.tasks_csv = "a", .nodes = nodes, .nnodes = 1, .now_ms = 1};
+	char dup[64];
+
+	create_run("r1", "key1");
+	ck_assert_int_eq(sl_state_run_create(st, &rn, dup, sizeof(dup)), SL_ERR_EXISTS);
+	ck_assert_str_eq(dup, "r1");
+	ck_field("sluice:{r2}:run", "state", "DUPLICATE");
+	ck_field("sluice:{r2}:run", "dup_of", "r1");
+	/* A redelivered request for r1 itself changes nothing. */
+	rn.run_id = "r1";
+	rn.idem_key = NULL;
+	ck_assert_int_eq(sl_state_run_create(st, &rn, dup, sizeof(dup)), SL_ERR_EXISTS);
+	ck_assert_str_eq(dup, "");
+	ck_field("sluice:{r1}:run", "state", "RUNNING");
+	ck_field("sluice:{r1}:run", "tasks", "a,b,c");
+}
+END_TEST
+
+START_TEST(lease_is_fenced_by_attempt)
+{
+	struct sl_transition t;
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 1, 3, &t);
+	ck_assert_str_eq(t.outcome, "started");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 2, "w1", 5000), SL_ERR_STALE);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_field("sluice:{r1}:ti:a:0", "state", "RUNNING");
+	/* The same dispatch delivered again: the holder keeps it, anyone else is refused. */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w2", 5000), SL_ERR_BUSY);
+	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w2", 5000), SL_ERR_STALE);
+	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(sl_state_lease_release(st, "r1", "a", 0, 1, "w2"), SL_OK);
+	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(sl_state_lease_release(st, "r1", "a", 0, 1, "w1"), SL_OK);
+	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w1", 5000), SL_ERR_STALE);
+}
+END_TEST
+
+START_TEST(results_release_downstream_and_finish_run)
+{
+	struct sl_transition t;
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 2, 1, &t);
+	sl_transition_clear(&t);
+	start_node("r1", "c", 1, 1, &t);
+	sl_transition_clear(&t);
+	/* starting a node twice is refused */
+	start_node("r1", "a", 2, 1, &t);
+	ck_assert_str_eq(t.outcome, "stale");
+	sl_transition_clear(&t);
+
+	ck_assert_int_eq(apply("r1", "a", 0, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "applied");
+	ck_assert_uint_eq(t.nready, 0);
+	sl_transition_clear(&t);
+	/* a duplicate of the same result is ignored */
+	ck_assert_int_eq(apply("r1", "a", 0, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "stale");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(apply("r1", "a", 1, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "node_done");
+	ck_assert_uint_eq(t.nready, 1);
+	ck_assert_str_eq(t.ready[0], "b");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:ti:a:1", "output", "42");
+	ck_field("sluice:{r1}:run", "tasks_done", "2");
+
+	start_node("r1", "b", 1, 1, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(apply("r1", "b", 0, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "node_done");
+	ck_assert_str_eq(t.run_state, "RUNNING");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(apply("r1", "c", 0, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.run_state, "SUCCEEDED");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:run", "state", "SUCCEEDED");
+}
+END_TEST
+
+START_TEST(failure_retries_then_fails_run)
+{
+	struct sl_transition t;
+	struct sl_due *due;
+	size_t n;
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 1, 3, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(apply("r1", "a", 0, 1, "FAILED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "retry");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:ti:a:0", "state", "RETRY_WAIT");
+	ck_field("sluice:{r1}:ti:a:0", "attempt", "2");
+	/* not due before now + delay */
+	ck_assert_int_eq(sl_state_timers_due(st, 5050, 10, &due, &n), SL_OK);
+	ck_assert_uint_eq(n, 0);
+	sl_due_free(due, n);
+	ck_assert_int_eq(sl_state_timers_due(st, 5100, 10, &due, &n), SL_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(due[0].run, "r1");
+	ck_assert_str_eq(due[0].task, "a");
+	ck_assert_int_eq(due[0].idx, 0);
+	ck_assert_uint_eq(due[0].attempt, 2);
+	ck_assert_uint_eq(due[0].len, 4);
+	sl_due_free(due, n);
+	ck_field("sluice:{r1}:ti:a:0", "state", "DISPATCHED");
+	/* popped once only */
+	ck_assert_int_eq(sl_state_timers_due(st, 9999, 10, &due, &n), SL_OK);
+	ck_assert_uint_eq(n, 0);
+	sl_due_free(due, n);
+	/* the old attempt is fenced off everywhere */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_ERR_STALE);
+	ck_assert_int_eq(apply("r1", "a", 0, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "stale");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:run", "stale_results", "1");
+	ck_assert_int_eq(apply("r1", "a", 0, 2, "TIMED_OUT", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "retry");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_timers_due(st, 99999, 10, &due, &n), SL_OK);
+	sl_due_free(due, n);
+	ck_assert_int_eq(apply("r1", "a", 0, 3, "FAILED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "run_failed");
+	ck_assert_str_eq(t.run_state, "FAILED");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:run", "state", "FAILED");
+	ck_field("sluice:{r1}:ti:a:0", "state", "FAILED");
+}
+END_TEST
+
+START_TEST(empty_map_completes_node)
+{
+	struct sl_transition t;
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 0, 1, &t);
+	ck_assert_str_eq(t.outcome, "finished");
+	ck_assert_uint_eq(t.nready, 1);
+	ck_assert_str_eq(t.ready[0], "b");
+	sl_transition_clear(&t);
+}
+END_TEST
+
+START_TEST(cancel_ends_run_and_fences_workers)
+{
+	struct sl_transition t;
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 1, 1, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_run_cancel(st, "r1", "test", 7000), SL_OK);
+	ck_assert_int_eq(sl_state_run_cancel(st, "r1", "test", 7000), SL_ERR_STALE);
+	ck_field("sluice:{r1}:run", "state", "CANCELLED");
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_ERR_STALE);
+}
+END_TEST
+
+START_TEST(reject_records_error)
+{
+	ck_assert_int_eq(sl_state_run_reject(st, "r9", "nope", "unknown flow 'nope'", 1), SL_OK);
+	ck_field("sluice:{r9}:run", "state", "REJECTED");
+	ck_field("sluice:{r9}:run", "error", "unknown flow 'nope'");
+}
+END_TEST
+
+START_TEST(worker_registry)
+{
+	int draining = -1;
+
+	ck_assert_int_eq(sl_state_worker_heartbeat(st, "w1", "default", 4, 1, 123), SL_OK);
+	ck_field("sluice:worker:w1", "busy", "1");
+	ck_assert_int_eq(sl_state_worker_draining(st, "w1", &draining), SL_OK);
+	ck_assert_int_eq(draining, 0);
+	ck_assert_int_eq(sl_state_worker_request_drain(st, "w1"), SL_OK);
+	ck_assert_int_eq(sl_state_worker_draining(st, "w1", &draining), SL_OK);
+	ck_assert_int_eq(draining, 1);
+	ck_assert_int_eq(sl_state_worker_deregister(st, "w1"), SL_OK);
+	redisReply *r = sl_state_command(st, "ZSCORE sluice:workers w1");
+	ck_assert_int_eq(r->type, REDIS_REPLY_NIL);
+	freeReplyObject(r);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("state");
+	TCase *tc = tcase_create("lua");
+	SRunner *sr;
+	int failed;
+	const char *env = getenv("SLUICE_REDIS_URL");
+
+	if (env) {
+		/* same server, own database */
+		char *slash;
+		sl_strlcpy(url, env, sizeof(url));
+		slash = strrchr(url + 8, '/');
+		if (slash)
+			*slash = '\0';
+		strncat(url, "/9", sizeof(url) - strlen(url) - 1);
+	} else {
+		start_private_redis();
+	}
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, create_is_idempotent);
+	tcase_add_test(tc, lease_is_fenced_by_attempt);
+	tcase_add_test(tc, results_release_downstream_and_finish_run);
+	tcase_add_test(tc, failure_retries_then_fails_run);
+	tcase_add_test(tc, empty_map_completes_node);
+	tcase_add_test(tc, cancel_ends_run_and_fences_workers);
+	tcase_add_test(tc, reject_records_error);
+	tcase_add_test(tc, worker_registry);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_set_fork_status(sr, CK_NOFORK);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	if (own_redis > 0) {
+		kill(own_redis, SIGTERM);
+		waitpid(own_redis, NULL, 0);
+	}
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
