@@ -173,8 +173,9 @@ enum sl_err sl_state_run_reject(struct sl_state *st, const char *run, const char
 	return SL_OK;
 }
 
-enum sl_err sl_state_run_cancel(struct sl_state *st, const char *run, const char *reason,
-				int64_t now_ms)
+/* Runs a one-key script taking (now, text) that answers 1 when it changed the run. */
+static enum sl_err run_end(struct sl_state *st, const char *script, const char *run,
+			   const char *text, int64_t now_ms)
 {
 	char run_key[STATE_KEY_MAX], now[24];
 	const char *argv[3];
@@ -185,12 +186,24 @@ enum sl_err sl_state_run_cancel(struct sl_state *st, const char *run, const char
 	snprintf(now, sizeof(now), "%lld", (long long)now_ms);
 	argv[0] = run_key;
 	argv[1] = now;
-	argv[2] = reason ? reason : "cancelled";
-	if (!(r = state_eval(st, "run_cancel", 1, 3, argv, NULL)))
+	argv[2] = text;
+	if (!(r = state_eval(st, script, 1, 3, argv, NULL)))
 		return SL_ERR_REDIS;
 	err = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? SL_OK : SL_ERR_STALE;
 	freeReplyObject(r);
 	return err;
+}
+
+enum sl_err sl_state_run_cancel(struct sl_state *st, const char *run, const char *reason,
+				int64_t now_ms)
+{
+	return run_end(st, "run_cancel", run, reason ? reason : "cancelled", now_ms);
+}
+
+enum sl_err sl_state_run_fail(struct sl_state *st, const char *run, const char *error,
+			      int64_t now_ms)
+{
+	return run_end(st, "run_fail", run, error, now_ms);
 }
 
 static int push_instances(struct args *a, const struct sl_ti_new *tis, size_t n)

@@ -118,6 +118,10 @@ enum sl_err sl_state_run_reject(struct sl_state *st, const char *run, const char
 enum sl_err sl_state_run_cancel(struct sl_state *st, const char *run, const char *reason,
 				int64_t now_ms);
 
+/* Ends a RUNNING run as FAILED with error. SL_ERR_STALE when it had ended or is unknown. */
+enum sl_err sl_state_run_fail(struct sl_state *st, const char *run, const char *error,
+			      int64_t now_ms);
+
 /* What a transition did: outcome word, the run's state after it, and the nodes that
  * became ready (their upstreams are all done). Clear with sl_transition_clear(). */
 struct sl_transition {

@@ -1,0 +1,326 @@
+/* expand.c - starts nodes whose upstreams are done: expands them into instances, records the
+ * instances in Redis and dispatches them; also re-dispatches retries that are due. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "planner.h"
+#include "sluice/log.h"
+#include "sluice/util.h"
+#include "sluice/v1/sluice.pb-c.h"
+
+struct upstream_ud {
+	struct planner *p;
+	struct planner_run *run;
+};
+
+/* The outputs of an upstream task, read from its instances (see sl_expand_ctx). */
+static json_t *upstream_outputs(void *ud, size_t task_index)
+{
+	struct upstream_ud *u = ud;
+	const struct sl_flow_task *t = &u->run->flow->tasks[task_index];
+	redisContext *c;
+	redisReply *r = NULL;
+	json_t *out = NULL;
+	long total = 1;
+
+	if (t->nmap) {
+		r = sl_state_command(u->p->state, "HGET sluice:{%s}:node:%s total", u->run->id,
+				     t->name);
+		if (!r || r->type != REDIS_REPLY_STRING)
+			goto out;
+		total = atol(r->str);
+		freeReplyObject(r);
+		r = NULL;
+	}
+	if (!(c = sl_state_redis(u->p->state)))
+		goto out;
+	for (long i = 0; i < total; i++)
+		redisAppendCommand(c, "HGET sluice:{%s}:ti:%s:%ld output", u->run->id, t->name,
+				   t->nmap ? i : -1L);
+	out = json_array();
+	for (long i = 0; i < total; i++) {
+		json_t *v = NULL;
+		if (redisGetReply(c, (void **)&r) != REDIS_OK) {
+			json_decref(out);
+			out = NULL;
+			r = NULL;
+			goto out;
+		}
+		if (r->type == REDIS_REPLY_STRING)
+			v = json_loadb(r->str, r->len, JSON_DECODE_ANY, NULL);
+		json_array_append_new(out, v ? v : json_null());
+		freeReplyObject(r);
+		r = NULL;
+	}
+out:
+	if (r)
+		freeReplyObject(r);
+	return out;
+}
+
+static int queue_known(struct planner *p, const char *queue)
+{
+	for (size_t i = 0; i < p->nqueues; i++)
+		if (!strcmp(p->queues[i], queue))
+			return 1;
+	return 0;
+}
+
+enum sl_err planner_ensure_queue(struct planner *p, const char *queue)
+{
+	char topic[256], err[512];
+	const char *topics[1] = {topic};
+
+	if (queue_known(p, queue))
+		return SL_OK;
+	snprintf(topic, sizeof(topic), "%s%s", SL_TOPIC_TASKS_PREFIX, queue);
+	if (sl_kafka_topics_ensure(p->cfg.kafka_brokers, topics, 1, (int)p->cfg.partitions, err,
+				   sizeof(err)) != SL_OK) {
+		SL_ERROR("cannot create topic %s: %s", topic, err);
+		return SL_ERR_KAFKA;
+	}
+	if (p->nqueues < PLANNER_MAX_QUEUES && (p->queues[p->nqueues] = strdup(queue)))
+		p->nqueues++;
+	return SL_OK;
+}
+
+static enum sl_err produce_dispatch(struct planner *p, const char *queue, const char *run,
+				    const char *task, int idx, const void *buf, size_t len)
+{
+	char topic[256], key[512];
+	enum sl_err err;
+
+	if ((err = planner_ensure_queue(p, queue)) != SL_OK)
+		return err;
+	snprintf(topic, sizeof(topic), "%s%s", SL_TOPIC_TASKS_PREFIX, queue);
+	/* Keyed per instance, not per run, so one run's fan-out spreads over all partitions
+	 * and therefore over all workers of the queue. */
+	snprintf(key, sizeof(key), "%s/%s/%d", run, task, idx);
+	return sl_kafka_produce(p->producer, topic, key, strlen(key), buf, len, NULL);
+}
+
+/* Encodes the TaskDispatch of one instance. Caller frees *buf. */
+static enum sl_err encode_dispatch(struct planner *p, struct planner_run *run,
+				   const struct sl_flow_task *t, const struct sl_instance *in,
+				   uint8_t **buf, size_t *len)
+{
+	Sluice__V1__TaskDispatch d = SLUICE__V1__TASK_DISPATCH__INIT;
+	Sluice__V1__EnvVar *vars = NULL, **varp = NULL;
+	char **names = NULL;
+	enum sl_err err = SL_ERR_NOMEM;
+
+	d.schema_version = 1;
+	d.trace_id = run->id;
+	d.run_id = run->id;
+	d.flow = run->flow->name;
+	d.task = t->name;
+	d.map_index = in->map_index;
+	d.attempt = 1;
+	d.queue = t->queue ? t->queue : "default";
+	d.kind = t->kind == SL_TASK_BUILTIN ? SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN
+					    : SLUICE__V1__TASK_KIND__TASK_KIND_COMMAND;
+	d.n_argv = in->argc;
+	d.argv = in->argv;
+	d.builtin = t->builtin ? t->builtin : "";
+	if (in->input) {
+		d.input.data = (uint8_t *)in->input;
+		d.input.len = strlen(in->input);
+	}
+	d.timeout_ms = (uint32_t)(t->timeout_ms > 0 ? t->timeout_ms : 0);
+	d.lease_ttl_ms = (uint32_t)p->cfg.lease_ttl_ms;
+	d.dispatched_at_ms = sl_now_ms();
+	d.intent = !strcmp(run->intent, "reprocess")     ? SLUICE__V1__INTENT__INTENT_REPROCESS
+		   : !strcmp(run->intent, "test_subset") ? SLUICE__V1__INTENT__INTENT_TEST_SUBSET
+							 : SLUICE__V1__INTENT__INTENT_NORMAL;
+	d.max_output_bytes =
+		(uint32_t)(t->max_output_bytes > 0 ? t->max_output_bytes : p->cfg.max_output);
+	d.priority = t->priority;
+	if (in->nenv) {
+		vars = calloc(in->nenv, sizeof(*vars));
+		varp = calloc(in->nenv, sizeof(*varp));
+		names = calloc(in->nenv, sizeof(*names));
+		if (!vars || !varp || !names)
+			goto out;
+		for (size_t i = 0; i < in->nenv; i++) {
+			const char *eq = strchr(in->env[i], '=');
+			sluice__v1__env_var__init(&vars[i]);
+			names[i] = eq ? strndup(in->env[i], (size_t)(eq - in->env[i]))
+				      : strdup(in->env[i]);
+			if (!names[i])
+				goto out;
+			vars[i].name = names[i];
+			vars[i].value = (char *)(eq ? eq + 1 : "");
+			varp[i] = &vars[i];
+		}
+		d.n_env = in->nenv;
+		d.env = varp;
+	}
+	*len = sluice__v1__task_dispatch__get_packed_size(&d);
+	if (!(*buf = malloc(*len ? *len : 1)))
+		goto out;
+	sluice__v1__task_dispatch__pack(&d, *buf);
+	err = SL_OK;
+out:
+	for (size_t i = 0; names && i < in->nenv; i++)
+		free(names[i]);
+	free(names);
+	free(vars);
+	free(varp);
+	return err;
+}
+
+/* Expands and starts one node; appends nodes that became ready to *queue. */
+static enum sl_err start_node(struct planner *p, struct planner_run *run, const char *name,
+			      char ***queue, size_t *qlen, size_t *qcap)
+{
+	struct upstream_ud ud = {p, run};
+	struct sl_expand_ctx ctx = {.run_id = run->id, .flow = run->flow->name,
+				    .intent = run->intent, .params = run->params,
+				    .upstream_outputs = upstream_outputs, .ud = &ud};
+	struct sl_instance *inst = NULL;
+	struct sl_ti_new *tis = NULL;
+	uint8_t **bufs = NULL;
+	size_t n = 0, batch = (size_t)(p->cfg.dispatch_batch > 0 ? p->cfg.dispatch_batch : 1000);
+	struct sl_transition tr = {0};
+	const struct sl_flow_task *t;
+	ssize_t ti;
+	char err[512], msg[640];
+	enum sl_err rc = SL_OK;
+
+	if ((ti = sl_flow_task_index(run->flow, name)) < 0) {
+		SL_ERROR("run %s: node %s is not in its flow", run->id, name);
+		return SL_OK;
+	}
+	t = &run->flow->tasks[ti];
+	if (sl_flow_expand(run->flow, (size_t)ti, &ctx, &inst, &n, err, sizeof(err)) != SL_OK) {
+		snprintf(msg, sizeof(msg), "task %s: %s", name, err);
+		SL_WARN("run %s failed: %s", run->id, msg);
+		rc = sl_state_run_fail(p->state, run->id, msg, sl_now_ms());
+		if (rc == SL_OK)
+			planner_event_run(p, run->id, run->flow->name, "FAILED", msg);
+		if (rc == SL_ERR_STALE)
+			rc = SL_OK;
+		goto out;
+	}
+	tis = calloc(n ? n : 1, sizeof(*tis));
+	bufs = calloc(n ? n : 1, sizeof(*bufs));
+	if (!tis || !bufs) {
+		rc = SL_ERR_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if ((rc = encode_dispatch(p, run, t, &inst[i], &bufs[i], &tis[i].len)) != SL_OK)
+			goto out;
+		tis[i].idx = inst[i].map_index;
+		tis[i].dispatch = bufs[i];
+	}
+	rc = sl_state_node_start(p->state, run->id, name, n, t->retries + 1, tis,
+				 n < batch ? n : batch, sl_now_ms(), &tr);
+	if (rc != SL_OK)
+		goto out;
+	if (!strcmp(tr.outcome, "stale") || !strcmp(tr.outcome, "ended"))
+		goto out;
+	for (size_t off = batch; off < n; off += batch) {
+		size_t cnt = n - off < batch ? n - off : batch;
+		rc = sl_state_ti_add(p->state, run->id, name, t->retries + 1, tis + off, cnt,
+				     sl_now_ms());
+		if (rc == SL_ERR_STALE) {
+			rc = SL_OK;
+			goto out;
+		}
+		if (rc != SL_OK)
+			goto out;
+	}
+	SL_DEBUG("run %s: task %s started with %zu instances", run->id, name, n);
+	for (size_t i = 0; i < n; i++)
+		if ((rc = produce_dispatch(p, t->queue ? t->queue : "default", run->id, name,
+					   tis[i].idx, tis[i].dispatch, tis[i].len)) != SL_OK)
+			goto out;
+	if (!strcmp(tr.outcome, "finished")) {
+		if (!strcmp(tr.run_state, "SUCCEEDED")) {
+			SL_INFO("run %s succeeded", run->id);
+			planner_event_run(p, run->id, run->flow->name, "SUCCEEDED", NULL);
+		}
+		for (size_t i = 0; i < tr.nready; i++) {
+			if (*qlen == *qcap) {
+				size_t cap = *qcap ? *qcap * 2 : 8;
+				char **q = realloc(*queue, cap * sizeof(*q));
+				if (!q) {
+					rc = SL_ERR_NOMEM;
+					goto out;
+				}
+				*queue = q;
+				*qcap = cap;
+			}
+			(*queue)[(*qlen)++] = strdup(tr.ready[i]);
+		}
+	}
+out:
+	sl_transition_clear(&tr);
+	for (size_t i = 0; bufs && i < n; i++)
+		free(bufs[i]);
+	free(bufs);
+	free(tis);
+	sl_instances_free(inst, n);
+	return rc;
+}
+
+enum sl_err planner_start_nodes(struct planner *p, struct planner_run *run, char **names,
+				size_t n)
+{
+	char **queue = NULL;
+	size_t qlen = 0, qcap = 0, next = 0;
+	enum sl_err rc = SL_OK;
+
+	for (size_t i = 0; i < n && rc == SL_OK; i++)
+		rc = start_node(p, run, names[i], &queue, &qlen, &qcap);
+	/* Nodes that finished at once (empty maps) release their downstreams right away. */
+	while (rc == SL_OK && next < qlen) {
+		rc = start_node(p, run, queue[next], &queue, &qlen, &qcap);
+		next++;
+	}
+	for (size_t i = 0; i < qlen; i++)
+		free(queue[i]);
+	free(queue);
+	return rc;
+}
+
+enum sl_err planner_on_timers(struct planner *p)
+{
+	struct sl_due *due = NULL;
+	size_t n = 0;
+	enum sl_err rc;
+
+	if ((rc = sl_state_timers_due(p->state, sl_now_ms(), 500, &due, &n)) != SL_OK)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		Sluice__V1__TaskDispatch *d =
+			sluice__v1__task_dispatch__unpack(NULL, due[i].len, due[i].dispatch);
+		uint8_t *buf;
+		size_t len;
+
+		if (!d) {
+			SL_ERROR("run %s task %s: stored dispatch does not decode", due[i].run,
+				 due[i].task);
+			continue;
+		}
+		d->attempt = due[i].attempt;
+		d->dispatched_at_ms = sl_now_ms();
+		len = sluice__v1__task_dispatch__get_packed_size(d);
+		if ((buf = malloc(len ? len : 1))) {
+			sluice__v1__task_dispatch__pack(d, buf);
+			SL_INFO("run %s: retrying %s[%d], attempt %u", due[i].run, due[i].task,
+				due[i].idx, due[i].attempt);
+			if (produce_dispatch(p, d->queue[0] ? d->queue : "default", due[i].run,
+					     due[i].task, due[i].idx, buf, len) != SL_OK)
+				rc = SL_ERR_KAFKA;
+			planner_event_task(p, due[i].run, d->flow, due[i].task, due[i].idx,
+					   due[i].attempt, "DISPATCHED", "retry");
+			free(buf);
+		}
+		sluice__v1__task_dispatch__free_unpacked(d, NULL);
+	}
+	sl_due_free(due, n);
+	return rc;
+}

@@ -1,0 +1,149 @@
+/* main.c - sluice-planner: consumes run requests, results and control; dispatches tasks. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "planner.h"
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/util.h"
+
+static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void on_hup(int sig)
+{
+	(void)sig;
+	reload_requested = 1;
+}
+
+static enum sl_err handle(struct planner *p, const rd_kafka_message_t *msg)
+{
+	const char *topic = rd_kafka_topic_name(msg->rkt);
+
+	if (!strcmp(topic, SL_TOPIC_RUNS_REQUESTED))
+		return planner_on_run_request(p, msg);
+	if (!strcmp(topic, SL_TOPIC_RESULTS))
+		return planner_on_result(p, msg);
+	if (!strcmp(topic, SL_TOPIC_CONTROL))
+		return planner_on_control(p, msg);
+	return sl_kafka_deadletter(p->producer, "planner", msg, "unexpected topic");
+}
+
+/* Processes msg until it is durable; transient failures (Redis, Kafka) are retried in
+ * place, because storing a later offset would commit past this one. */
+static void process(struct planner *p, const rd_kafka_message_t *msg)
+{
+	long backoff = 100;
+
+	for (;;) {
+		enum sl_err err = handle(p, msg);
+		if (err == SL_OK || !sl_err_is_retriable(err))
+			break;
+		if (stop_requested)
+			return; /* not stored: the next planner gets it again */
+		SL_WARN("%s[%d]@%lld: %s; retrying in %ld ms", rd_kafka_topic_name(msg->rkt),
+			(int)msg->partition, (long long)msg->offset, sl_strerror(err), backoff);
+		usleep((useconds_t)backoff * 1000);
+		if (backoff < 5000)
+			backoff *= 2;
+	}
+	sl_kafka_consumer_done(p->consumer, msg);
+}
+
+int main(int argc, char **argv)
+{
+	static struct planner p; /* owned here; parts get a pointer */
+	const char *topics[] = {SL_TOPIC_RUNS_REQUESTED, SL_TOPIC_RESULTS, SL_TOPIC_CONTROL};
+	const char *all[] = {SL_TOPIC_RUNS_REQUESTED, SL_TOPIC_RESULTS,	 SL_TOPIC_CONTROL,
+			     SL_TOPIC_RUN_EVENTS,     SL_TOPIC_DEADLETTER, "sluice.tasks.default"};
+	char err[512];
+	int64_t next_timer = 0;
+	int rc = 1;
+	enum sl_err e;
+
+	e = sl_config_load(planner_config_table, &p.cfg, argc, argv, NULL, 0, NULL, err,
+			   sizeof(err));
+	if (e == SL_ERR_CANCELLED) {
+		rc = 0;
+		goto out;
+	}
+	if (e != SL_OK) {
+		fprintf(stderr, "sluice-planner: %s\n", err);
+		rc = 2;
+		goto out;
+	}
+	sl_log_init("planner", sl_log_level_parse(p.cfg.log_level));
+	signal(SIGTERM, on_stop);
+	signal(SIGINT, on_stop);
+	signal(SIGHUP, on_hup);
+	signal(SIGPIPE, SIG_IGN);
+
+	p.flows = planner_flows_load(p.cfg.flows_dir);
+	for (int tries = 0; !p.state && !stop_requested; tries++) {
+		if (!(p.state = sl_state_new(p.cfg.redis_url, err, sizeof(err)))) {
+			SL_WARN("%s; retrying", err);
+			sleep(1);
+		}
+	}
+	while (!stop_requested && sl_kafka_topics_ensure(p.cfg.kafka_brokers, all, 6,
+							 (int)p.cfg.partitions, err,
+							 sizeof(err)) != SL_OK) {
+		SL_WARN("%s; retrying", err);
+		sleep(1);
+	}
+	if (stop_requested)
+		goto out;
+	p.producer = sl_kafka_producer_new(p.cfg.kafka_brokers, 1, NULL, NULL, err, sizeof(err));
+	if (!p.producer) {
+		SL_ERROR("kafka producer: %s", err);
+		goto out;
+	}
+	p.consumer = sl_kafka_consumer_new(p.cfg.kafka_brokers, p.cfg.group, topics, 3, err,
+					   sizeof(err));
+	if (!p.consumer) {
+		SL_ERROR("kafka consumer: %s", err);
+		goto out;
+	}
+	SL_INFO("planner started: kafka %s, redis %s, %zu flows", p.cfg.kafka_brokers,
+		p.cfg.redis_url, planner_flows_count(p.flows));
+
+	while (!stop_requested) {
+		rd_kafka_message_t *msg = sl_kafka_consumer_poll(p.consumer, 20);
+
+		if (msg) {
+			process(&p, msg);
+			rd_kafka_message_destroy(msg);
+		}
+		if (sl_mono_ms() >= next_timer) {
+			planner_on_timers(&p);
+			next_timer = sl_mono_ms() + p.cfg.timer_interval_ms;
+		}
+		sl_kafka_producer_poll(p.producer, 0);
+		if (reload_requested) {
+			reload_requested = 0;
+			planner_flows_destroy(p.flows);
+			p.flows = planner_flows_load(p.cfg.flows_dir);
+		}
+	}
+	SL_INFO("planner stopping");
+	rc = 0;
+out:
+	sl_kafka_consumer_destroy(p.consumer);
+	sl_kafka_producer_destroy(p.producer);
+	sl_state_destroy(p.state);
+	planner_flows_destroy(p.flows);
+	planner_runs_clear(&p);
+	for (size_t i = 0; i < p.nqueues; i++)
+		free(p.queues[i]);
+	sl_config_free(planner_config_table, &p.cfg);
+	return rc;
+}

@@ -1,0 +1,87 @@
+/* planner.h - the planner's parts and the state they share (one struct, owned by main). */
+#ifndef SLUICE_PLANNER_H
+#define SLUICE_PLANNER_H
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/config.h"
+#include "sluice/err.h"
+#include "sluice/flow.h"
+#include "sluice/kafka.h"
+#include "sluice/state.h"
+
+struct planner_config {
+	char *kafka_brokers;
+	char *redis_url;
+	char *flows_dir;
+	char *log_level;
+	char *group;
+	long lease_ttl_ms;
+	long timer_interval_ms;
+	long partitions;
+	long dispatch_batch;
+	long max_output;
+};
+
+/* A run's flow snapshot and bound parameters, cached so results need no re-parse. */
+struct planner_run {
+	char id[96];
+	char intent[16];
+	struct sl_flow *flow; /* parsed from the run's snapshot */
+	json_t *params;
+	uint64_t used;        /* LRU clock */
+};
+
+#define PLANNER_RUN_CACHE 128
+#define PLANNER_MAX_QUEUES 64
+
+struct planner {
+	struct planner_config cfg;
+	struct sl_kafka_producer *producer;
+	struct sl_kafka_consumer *consumer;
+	struct sl_state *state;
+	struct planner_flows *flows;
+	struct planner_run cache[PLANNER_RUN_CACHE];
+	uint64_t clock;
+	char *queues[PLANNER_MAX_QUEUES]; /* task topics known to exist */
+	size_t nqueues;
+};
+
+/* config.c */
+extern const struct sl_config_entry planner_config_table[];
+
+/* flows.c: the flows of flows-dir, by name. */
+struct planner_flows *planner_flows_load(const char *dir);
+const struct sl_flow *planner_flows_get(struct planner_flows *f, const char *name);
+size_t planner_flows_count(struct planner_flows *f);
+void planner_flows_destroy(struct planner_flows *f);
+
+/* runs.c: run requests and cancellation. */
+enum sl_err planner_on_run_request(struct planner *p, const rd_kafka_message_t *msg);
+enum sl_err planner_on_control(struct planner *p, const rd_kafka_message_t *msg);
+/* The cached run (loaded from Redis on a miss); NULL when unknown or unusable. */
+struct planner_run *planner_run_get(struct planner *p, const char *run_id);
+void planner_runs_clear(struct planner *p);
+
+/* expand.c: starting nodes and (re-)dispatching instances. */
+/* Starts the named nodes of run and, transitively, nodes that finish at once (empty maps). */
+enum sl_err planner_start_nodes(struct planner *p, struct planner_run *run, char **names,
+				size_t n);
+/* Makes sure topic sluice.tasks.<queue> exists. */
+enum sl_err planner_ensure_queue(struct planner *p, const char *queue);
+/* Re-dispatches retries that are due. */
+enum sl_err planner_on_timers(struct planner *p);
+
+/* results.c */
+enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg);
+
+/* events.c: RunEvent publishing (best effort: an event lost is logged, not retried). */
+void planner_event_run(struct planner *p, const char *run, const char *flow, const char *state,
+		       const char *message);
+void planner_event_task(struct planner *p, const char *run, const char *flow, const char *task,
+			int idx, unsigned attempt, const char *state, const char *message);
+
+#endif

@@ -1,0 +1,306 @@
+/* e2e_flows.c - the planner and workers run flows end to end: the diamond, maps, reduces,
+ * retries, failures, leases, slots, the CLI, bad input and dead letters. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "sluice/util.h"
+
+static pid_t planner, workers[2];
+
+static void start_services(void)
+{
+	const char *pargs[] = {"--flows-dir", SLUICE_SOURCE_DIR "/examples", "--lease-ttl", "1500ms",
+			       NULL};
+	const char *w1[] = {"--slots", "4", "--id", "e2e-w1", NULL};
+	const char *w2[] = {"--slots", "4", "--id", "e2e-w2", NULL};
+
+	e2e_require_env();
+	planner = e2e_spawn("flows-planner", "sluice-planner", pargs, NULL);
+	workers[0] = e2e_spawn("flows-worker1", "sluice-worker", w1, NULL);
+	workers[1] = e2e_spawn("flows-worker2", "sluice-worker", w2, NULL);
+	ck_assert_int_gt(planner, 0);
+	ck_assert_int_gt(workers[0], 0);
+	ck_assert_int_gt(workers[1], 0);
+}
+
+static void stop_services(void)
+{
+	e2e_stop(workers[0], SIGTERM, 15000);
+	e2e_stop(workers[1], SIGTERM, 15000);
+	e2e_stop(planner, SIGTERM, 15000);
+}
+
+/* Submits with --wait; returns the exit code and the run id (caller frees). */
+static int submit_wait(const char *flow, const char *param, char **run)
+{
+	const char *args[] = {"submit", flow, "--wait", param ? "-p" : NULL, param, NULL};
+	char *out = NULL, *nl;
+	int code = e2e_cli(&out, NULL, args);
+
+	if (out && (nl = strchr(out, '\n')))
+		*nl = '\0';
+	*run = out;
+	return code;
+}
+
+static long output_int(const char *run, const char *task, int idx)
+{
+	json_t *v = e2e_task_output(run, task, idx);
+	long n;
+
+	ck_assert_msg(v && json_is_integer(v), "%s[%d] output is not an integer", task, idx);
+	n = (long)json_integer_value(v);
+	json_decref(v);
+	return n;
+}
+
+START_TEST(diamond_total_is_9900)
+{
+	char *run = NULL, *state;
+	int code = submit_wait("diamond", NULL, &run);
+
+	ck_assert_msg(code == 0, "submit --wait exited %d", code);
+	ck_assert_ptr_nonnull(run);
+	ck_assert_msg(!strncmp(run, "r-", 2), "first line is the run id, got %s", run);
+	state = e2e_run_field(run, "state");
+	ck_assert_str_eq(state, "SUCCEEDED");
+	ck_assert_int_eq(output_int(run, "total", -1), 9900);
+	ck_assert_int_eq(output_int(run, "inc", 0), 1);
+	ck_assert_int_eq(output_int(run, "dec", 99), 98);
+	ck_assert_int_eq(output_int(run, "add", 50), 100);
+	free(state);
+	state = e2e_run_field(run, "tasks_done");
+	ck_assert_str_eq(state, "301");
+	free(state);
+	free(run);
+}
+END_TEST
+
+START_TEST(maps_zip_reduce_and_static_deps)
+{
+	char *run = NULL;
+	int code = submit_wait(E2E_FLOWS "/features.yaml", "words=[\"x\",\"y\",\"z\"]", &run);
+	json_t *v;
+
+	ck_assert_msg(code == 0, "submit --wait exited %d", code);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(output_int(run, "literal", i), i + 1);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(output_int(run, "squares", i), i * i);
+	ck_assert_int_eq(output_int(run, "total", -1), 14);
+	ck_assert_int_eq(output_int(run, "after_total", -1), 14);
+	v = e2e_task_output(run, "upper", 2);
+	ck_assert_str_eq(json_string_value(v), "Z");
+	json_decref(v);
+	v = e2e_task_output(run, "zipped", 1);
+	ck_assert_str_eq(json_string_value(v), "2-Y");
+	json_decref(v);
+	free(run);
+}
+END_TEST
+
+START_TEST(status_and_runs_show_the_run)
+{
+	char *run = NULL, *out = NULL;
+	json_t *doc, *tasks;
+	json_error_t jerr;
+	int found = 0;
+
+	ck_assert_int_eq(submit_wait("hello", "name=e2e", &run), 0);
+	const char *st_args[] = {"status", run, "--json", NULL};
+	ck_assert_int_eq(e2e_cli(&out, NULL, st_args), 0);
+	doc = json_loads(out, 0, &jerr);
+	ck_assert_msg(doc != NULL, "status --json: %s", jerr.text);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(doc, "run"), "state")),
+			 "SUCCEEDED");
+	tasks = json_object_get(doc, "tasks");
+	ck_assert_int_ge(json_array_size(tasks), 1);
+	json_decref(doc);
+	free(out);
+
+	const char *runs_args[] = {"runs", "--json", "--limit", "50", NULL};
+	ck_assert_int_eq(e2e_cli(&out, NULL, runs_args), 0);
+	doc = json_loads(out, 0, &jerr);
+	ck_assert_msg(doc && json_is_array(doc), "runs --json: %s", jerr.text);
+	for (size_t i = 0; i < json_array_size(doc); i++)
+		if (!strcmp(json_string_value(json_object_get(json_array_get(doc, i), "id")), run))
+			found = 1;
+	/* newest first */
+	ck_assert_str_eq(json_string_value(json_object_get(json_array_get(doc, 0), "id")), run);
+	ck_assert(found);
+	json_decref(doc);
+	free(out);
+	free(run);
+}
+END_TEST
+
+START_TEST(failed_attempt_is_retried)
+{
+	char *run = NULL, *attempt;
+
+	ck_assert_int_eq(submit_wait("fail_retry", NULL, &run), 0);
+	attempt = e2e_ti_field(run, "flaky", -1, "attempt");
+	ck_assert_msg(attempt && atoi(attempt) == 2, "attempt %s", attempt ? attempt : "-");
+	free(attempt);
+	free(run);
+}
+END_TEST
+
+START_TEST(exhausted_retries_fail_the_run)
+{
+	char *run = NULL, *state, *err, *attempt;
+	int code = submit_wait(E2E_FLOWS "/always_fail.yaml", NULL, &run);
+
+	ck_assert_int_eq(code, 1);
+	state = e2e_run_field(run, "state");
+	ck_assert_str_eq(state, "FAILED");
+	err = e2e_run_field(run, "error");
+	ck_assert_msg(err && strstr(err, "boom"), "run error: %s", err ? err : "-");
+	attempt = e2e_ti_field(run, "boom", -1, "attempt");
+	ck_assert_str_eq(attempt, "2");
+	free(attempt);
+	free(err);
+	free(state);
+	free(run);
+}
+END_TEST
+
+START_TEST(lease_is_renewed_while_task_runs)
+{
+	char *run = e2e_submit(E2E_FLOWS "/slow.yaml", NULL), *state, *attempt;
+	redisReply *r;
+
+	ck_assert_ptr_nonnull(run);
+	/* the planner hands out 1.5 s leases; 3 s in, the lease must still be held */
+	sleep(3);
+	r = sl_state_command(e2e_state(), "PTTL sluice:{%s}:lease:slow:-1", run);
+	ck_assert_ptr_nonnull(r);
+	ck_assert_msg(r->integer > 0, "lease PTTL %lld after 3 s", r->integer);
+	freeReplyObject(r);
+	state = e2e_wait_run_end(run, 30000);
+	ck_assert_str_eq(state, "SUCCEEDED");
+	attempt = e2e_ti_field(run, "slow", -1, "attempt");
+	ck_assert_str_eq(attempt, "1");
+	free(attempt);
+	free(state);
+	free(run);
+}
+END_TEST
+
+START_TEST(worker_runs_several_instances_at_once)
+{
+	char *run = NULL;
+	int overlap = 0;
+	long start[8], end[8];
+	char *worker[8];
+
+	ck_assert_int_eq(submit_wait(E2E_FLOWS "/parallel.yaml", NULL, &run), 0);
+	for (int i = 0; i < 8; i++) {
+		char *s = e2e_ti_field(run, "nap", i, "started_ms");
+		char *f = e2e_ti_field(run, "nap", i, "finished_ms");
+		worker[i] = e2e_ti_field(run, "nap", i, "worker");
+		ck_assert(s && f && worker[i]);
+		start[i] = atol(s);
+		end[i] = atol(f);
+		free(s);
+		free(f);
+	}
+	for (int i = 0; i < 8; i++)
+		for (int j = i + 1; j < 8; j++)
+			if (!strcmp(worker[i], worker[j]) && start[i] < end[j] && start[j] < end[i])
+				overlap = 1;
+	for (int i = 0; i < 8; i++)
+		free(worker[i]);
+	ck_assert_msg(overlap, "no worker ran two instances at the same time");
+	free(run);
+}
+END_TEST
+
+START_TEST(bad_flow_file_is_rejected_with_line)
+{
+	char *out = NULL, *err = NULL;
+	const char *args[] = {"flows", "validate", E2E_FLOWS "/bad.yaml", NULL};
+	const char *sub[] = {"submit", E2E_FLOWS "/bad.yaml", NULL};
+	int code = e2e_cli(&out, &err, args);
+	char both[8192];
+
+	snprintf(both, sizeof(both), "%s%s", out ? out : "", err ? err : "");
+	ck_assert_int_eq(code, 2);
+	ck_assert_msg(strstr(both, "bad.yaml:5:"), "no file:line in: %s", both);
+	ck_assert_msg(strstr(both, "retries"), "no reason in: %s", both);
+	free(out);
+	free(err);
+	out = err = NULL;
+	ck_assert_int_eq(e2e_cli(&out, &err, sub), 2);
+	free(out);
+	free(err);
+}
+END_TEST
+
+START_TEST(unknown_flow_is_rejected)
+{
+	char *run = NULL, *err;
+	int code = submit_wait("no_such_flow", NULL, &run);
+
+	ck_assert_int_eq(code, 4);
+	err = e2e_run_field(run, "error");
+	ck_assert_msg(err && strstr(err, "unknown flow"), "error: %s", err ? err : "-");
+	ck_assert(e2e_find_deadletter("unknown flow 'no_such_flow'", NULL, 0, 30000));
+	free(err);
+	free(run);
+}
+END_TEST
+
+START_TEST(malformed_messages_are_dead_lettered)
+{
+	char junk[64], *run = NULL;
+	const char *topics[] = {"sluice.runs.requested", "sluice.tasks.results",
+				"sluice.tasks.default", "sluice.control"};
+
+	for (size_t t = 0; t < 4; t++) {
+		snprintf(junk, sizeof(junk), "\xff\xff\xff junk %zu %lld", t, (long long)sl_now_ms());
+		e2e_produce(topics[t], "junk", junk, strlen(junk));
+		ck_assert_msg(e2e_find_deadletter("cannot decode", junk, strlen(junk), 30000),
+			      "no dead letter for junk on %s", topics[t]);
+	}
+	/* and the services keep going */
+	ck_assert_int_eq(submit_wait("hello", "name=after-junk", &run), 0);
+	ck_assert(e2e_alive(planner));
+	ck_assert(e2e_alive(workers[0]));
+	ck_assert(e2e_alive(workers[1]));
+	free(run);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("e2e_flows");
+	TCase *tc = tcase_create("flows");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_unchecked_fixture(tc, start_services, stop_services);
+	tcase_set_timeout(tc, (double)e2e_ms(180));
+	tcase_add_test(tc, diamond_total_is_9900);
+	tcase_add_test(tc, maps_zip_reduce_and_static_deps);
+	tcase_add_test(tc, status_and_runs_show_the_run);
+	tcase_add_test(tc, failed_attempt_is_retried);
+	tcase_add_test(tc, exhausted_retries_fail_the_run);
+	tcase_add_test(tc, lease_is_renewed_while_task_runs);
+	tcase_add_test(tc, worker_runs_several_instances_at_once);
+	tcase_add_test(tc, bad_flow_file_is_rejected_with_line);
+	tcase_add_test(tc, unknown_flow_is_rejected);
+	tcase_add_test(tc, malformed_messages_are_dead_lettered);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_set_fork_status(sr, CK_NOFORK);
+	srunner_run_all(sr, CK_VERBOSE);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
