@@ -1,4 +1,5 @@
 # Helpers shared by the sluice scripts (sourced, never run): messages, pid files, processes, ports.
+# shellcheck shell=bash
 
 SLUICE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
 SLUICE_SCRIPTS=$SLUICE_ROOT/scripts
@@ -101,6 +102,7 @@ spawn() {
 	local pidfile=$1 logfile=$2 i
 	shift 2
 	rm -f -- "$pidfile"
+	# shellcheck disable=SC2016 # $$ and $@ belong to the inner bash
 	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" "$@" \
 		</dev/null >>"$logfile" 2>&1 &
 	for ((i = 0; i < 100; i++)); do
