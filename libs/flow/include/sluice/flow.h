@@ -70,6 +70,7 @@ struct sl_flow {
 	size_t ntasks;
 	char *trigger_dir;  /* trigger.files.dir, NULL when the flow has no file trigger */
 	char *trigger_glob; /* trigger.files.glob, default "*" */
+	char *description;  /* or NULL */
 };
 
 /* Parses a flow from YAML text (copied). filename is used in messages only.
@@ -85,6 +86,9 @@ void sl_flow_destroy(struct sl_flow *flow);
 
 /* Index of the task called name, or -1. */
 ssize_t sl_flow_task_index(const struct sl_flow *flow, const char *name);
+
+/* The name of a parameter type as written in YAML ("int", "list", ...); never NULL. */
+const char *sl_param_type_name(enum sl_param_type type);
 
 /* Checks given (a JSON object of parameter values, borrowed; NULL = none) against the
  * flow's params: unknown names, missing required ones and values of the wrong type are
@@ -105,6 +109,9 @@ struct sl_expand_ctx {
 	 * are not known. */
 	json_t *(*upstream_outputs)(void *ud, size_t task_index);
 	void *ud;
+	/* The flow whose task names tasks.NAME refers to, borrowed. sl_flow_expand() fills it
+	 * in; only direct callers of sl_template_eval() that use tasks.NAME need to set it. */
+	const struct sl_flow *flowdef;
 };
 
 /* One runnable instance of a task, every template filled in. */
@@ -127,7 +134,8 @@ enum sl_err sl_flow_expand(const struct sl_flow *flow, size_t task_index,
 
 void sl_instances_free(struct sl_instance *inst, size_t n);
 
-/* Evaluates a template string against ctx and vars (map variables, object, may be NULL).
+/* Evaluates a template string against ctx (may be NULL: no params, tasks or run) and vars
+ * (map variables, object, may be NULL). See docs/flows.md for the expression language.
  * A string that is exactly one "${expr}" yields the value of expr itself (any JSON type);
  * otherwise each ${expr} is replaced by its value rendered as text (strings raw, others as
  * compact JSON) and the result is a JSON string. New reference in *out. */
