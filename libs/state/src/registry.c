@@ -54,12 +54,17 @@ enum sl_err sl_state_worker_draining(struct sl_state *st, const char *id, int *d
 
 enum sl_err sl_state_worker_request_drain(struct sl_state *st, const char *id)
 {
-	redisReply *r = sl_state_command(st, "HSET sluice:worker:%s draining 1", id);
+	char key[STATE_KEY_MAX];
+	const char *argv[1] = {key};
+	redisReply *r;
+	enum sl_err err;
 
-	if (!r)
+	snprintf(key, sizeof(key), "sluice:worker:%s", id);
+	if (!(r = state_eval(st, "worker_drain", 1, 1, argv, NULL)))
 		return SL_ERR_REDIS;
+	err = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? SL_OK : SL_ERR_NOT_FOUND;
 	freeReplyObject(r);
-	return SL_OK;
+	return err;
 }
 
 enum sl_err sl_state_worker_deregister(struct sl_state *st, const char *id)

@@ -299,6 +299,11 @@ START_TEST(worker_registry)
 	redisReply *r = sl_state_command(st, "ZSCORE sluice:workers w1");
 	ck_assert_int_eq(r->type, REDIS_REPLY_NIL);
 	freeReplyObject(r);
+	/* a drain request for a worker that is gone does not bring its hash back */
+	ck_assert_int_eq(sl_state_worker_request_drain(st, "w1"), SL_ERR_NOT_FOUND);
+	r = sl_state_command(st, "EXISTS sluice:worker:w1");
+	ck_assert_int_eq(r->integer, 0);
+	freeReplyObject(r);
 }
 END_TEST
 

@@ -71,7 +71,8 @@ enum sl_err sl_state_worker_heartbeat(struct sl_state *st, const char *id, const
 /* Sets *draining to 1 when a drain was requested for worker id. */
 enum sl_err sl_state_worker_draining(struct sl_state *st, const char *id, int *draining);
 
-/* Asks worker id to drain (stop taking work, finish, exit). */
+/* Asks worker id to drain (stop taking work, finish, exit). SL_ERR_NOT_FOUND when the
+ * worker is not registered (it has gone already). */
 enum sl_err sl_state_worker_request_drain(struct sl_state *st, const char *id);
 
 /* Removes worker id from the registry. */
