@@ -25,16 +25,21 @@ struct sl_exec_spec {
 	void *ud;
 	/* Called once right after the child started, with its pid (= its process group id). */
 	void (*on_start)(pid_t pid, void *ud);
+	/* Inherited variables whose name starts with this prefix are not passed on (the worker
+	 * keeps its own SLUICE_* settings, which may hold credentials, from tasks); env_add is
+	 * applied after, so it can still set such names. NULL = inherit everything. */
+	const char *env_drop_prefix;
 };
 
 struct sl_exec_result {
 	int exit_code;     /* exit status, or -signal when killed by a signal */
 	int timed_out;     /* the deadline passed and the group was killed */
 	int stopped;       /* should_stop asked for it and the group was killed */
-	char *out;         /* stdout, NUL-terminated, caller frees with sl_exec_result_free() */
+	char *out;         /* stdout, NUL-terminated (empty when none; NULL only on OOM),
+			    * caller frees with sl_exec_result_free() */
 	size_t out_len;
 	int out_truncated;
-	char *err;         /* tail of stderr, NUL-terminated */
+	char *err;         /* tail of stderr, NUL-terminated; on SL_ERR_* the reason instead */
 	size_t err_len;
 	long duration_ms;
 };
@@ -42,12 +47,17 @@ struct sl_exec_result {
 /* Runs spec and waits for the child and its captured output. Returns SL_OK when the child
  * ran (whatever its exit code), SL_ERR_EXEC when it could not be started (res->err says
  * why, e.g. "no such command: foo"), SL_ERR_INVALID for a bad spec. res is always
- * initialised; free it with sl_exec_result_free(). Safe to call from several threads. */
+ * initialised; free it with sl_exec_result_free(). Safe to call from several threads.
+ * When the leader exits, whatever is left of its process group is killed (no background
+ * job outlives the task); output still buffered in the pipes is read for up to 1 s more.
+ * The calling thread must not reap children with wait(-1) elsewhere.
+ * @locality any thread; blocks until the child is gone. */
 enum sl_err sl_exec_run(const struct sl_exec_spec *spec, struct sl_exec_result *res);
 
 void sl_exec_result_free(struct sl_exec_result *res);
 
-/* Sends sig to process group pgid, ignoring a group that is already gone. */
+/* Sends sig to process group pgid, ignoring a group that is already gone. pgid <= 1 is
+ * ignored (it would signal the caller's own group or every process). */
 void sl_exec_kill_group(pid_t pgid, int sig);
 
 #endif

@@ -1,0 +1,75 @@
+/* lease.c - the renewal thread: keeps every held lease alive, flags the ones that are lost. */
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/log.h"
+#include "sluice/state.h"
+#include "sluice/util.h"
+#include "worker.h"
+
+#define LEASE_TICK_MS 100
+
+/* What one renewal needs, copied under the lock: the slot's dispatch may be freed while
+ * Redis answers. */
+struct renewal {
+	char run[WORKER_RUN_ID_MAX + 1];
+	char task[WORKER_TASK_MAX + 1];
+	int idx;
+	unsigned attempt;
+	long ttl_ms;
+	unsigned gen;
+};
+
+void *worker_lease_main(void *arg)
+{
+	struct worker *w = arg;
+	int failing = 0;
+
+	pthread_mutex_lock(&w->lock);
+	while (!atomic_load(&w->quit)) {
+		for (int i = 0; i < w->nslots; i++) {
+			struct worker_slot *s = &w->slots[i];
+			struct renewal rn;
+			enum sl_err err;
+			int64_t now = sl_mono_ms();
+
+			if (!s->job || atomic_load(&s->lost) || now < s->next_renew_ms)
+				continue;
+			sl_strlcpy(rn.run, s->job->run_id, sizeof(rn.run));
+			sl_strlcpy(rn.task, s->job->task, sizeof(rn.task));
+			rn.idx = s->job->map_index;
+			rn.attempt = s->job->attempt;
+			rn.ttl_ms = s->ttl_ms;
+			rn.gen = s->gen;
+			pthread_mutex_unlock(&w->lock);
+			err = sl_state_lease_renew(w->lease_st, rn.run, rn.task, rn.idx, rn.attempt,
+						   w->cfg->id, rn.ttl_ms);
+			pthread_mutex_lock(&w->lock);
+			if (!s->job || s->gen != rn.gen)
+				continue; /* finished meanwhile */
+			now = sl_mono_ms();
+			if (err == SL_OK) {
+				s->next_renew_ms = now + rn.ttl_ms / 3;
+				if (failing) {
+					SL_INFO("lease renewal works again");
+					failing = 0;
+				}
+			} else if (err == SL_ERR_STALE) {
+				atomic_store(&s->lost, 1);
+				pthread_cond_broadcast(&w->cond);
+				SL_WARN("lease of %s/%s[%d] attempt %u lost (expired, re-dispatched or "
+					"cancelled): stopping the task",
+					rn.run, rn.task, rn.idx, rn.attempt);
+			} else {
+				/* Try again soon: the lease may still be saved before it lapses. */
+				long again = rn.ttl_ms / 10 < 1000 ? rn.ttl_ms / 10 : 1000;
+				s->next_renew_ms = now + again;
+				if (!failing++)
+					SL_WARN("cannot renew leases: %s; retrying", sl_strerror(err));
+			}
+		}
+		worker_wait(w, LEASE_TICK_MS);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}

@@ -1,0 +1,146 @@
+/* slot.c - executor threads: one task instance at a time, result published, lease released. */
+#include <string.h>
+
+#include "sluice/log.h"
+#include "sluice/state.h"
+#include "sluice/util.h"
+#include "worker.h"
+
+int worker_free_slots(struct worker *w)
+{
+	int n;
+
+	pthread_mutex_lock(&w->lock);
+	n = w->nslots - w->nbusy;
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}
+
+int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d)
+{
+	for (int i = 0; i < w->nslots; i++) {
+		const Sluice__V1__TaskDispatch *j = w->slots[i].job;
+
+		if (j && j->attempt == d->attempt && j->map_index == d->map_index &&
+		    !strcmp(j->run_id, d->run_id) && !strcmp(j->task, d->task))
+			return 1;
+	}
+	return 0;
+}
+
+int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_ms)
+{
+	int rc = -1;
+
+	pthread_mutex_lock(&w->lock);
+	for (int i = 0; i < w->nslots; i++) {
+		struct worker_slot *s = &w->slots[i];
+
+		if (s->job)
+			continue;
+		s->job = d;
+		s->ttl_ms = ttl_ms;
+		s->next_renew_ms = sl_mono_ms() + ttl_ms / 3;
+		s->gen++;
+		s->delivery = WORKER_DELIVERY_NONE;
+		atomic_store(&s->lost, 0);
+		w->nbusy++;
+		pthread_cond_broadcast(&w->cond);
+		rc = 0;
+		break;
+	}
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+static void release_lease(struct worker_slot *s, const Sluice__V1__TaskDispatch *d)
+{
+	enum sl_err err = sl_state_lease_release(s->st, d->run_id, d->task, d->map_index,
+						 d->attempt, s->w->cfg->id);
+
+	if (err != SL_OK)
+		SL_WARN("cannot release lease of %s/%s[%d] attempt %u: %s (it lapses by itself)",
+			d->run_id, d->task, d->map_index, d->attempt, sl_strerror(err));
+}
+
+static const char *status_name(Sluice__V1__TaskStatus st)
+{
+	switch (st) {
+	case SLUICE__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED:
+		return "SUCCEEDED";
+	case SLUICE__V1__TASK_STATUS__TASK_STATUS_FAILED:
+		return "FAILED";
+	case SLUICE__V1__TASK_STATUS__TASK_STATUS_TIMED_OUT:
+		return "TIMED_OUT";
+	case SLUICE__V1__TASK_STATUS__TASK_STATUS_CANCELLED:
+		return "CANCELLED";
+	default:
+		return "UNSPECIFIED";
+	}
+}
+
+/* Runs d and settles it: publish then release, or (lease lost) neither, or (hard stop)
+ * release only, so the planner re-dispatches at once. */
+static void execute(struct worker_slot *s, const Sluice__V1__TaskDispatch *d)
+{
+	struct worker_outcome out;
+
+	SL_DEBUG("slot %d: start %s/%s[%d] attempt %u (%s %s)", s->index, d->run_id, d->task,
+		 d->map_index, d->attempt,
+		 d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN ? "builtin" : "command",
+		 d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN ? d->builtin : d->argv[0]);
+	worker_run_instance(s, d, &out);
+	if (atomic_load(&s->lost)) {
+		SL_INFO("%s/%s[%d] attempt %u: lease lost, task stopped, no result published",
+			d->run_id, d->task, d->map_index, d->attempt);
+		goto out;
+	}
+	if (out.stopped) {
+		SL_INFO("%s/%s[%d] attempt %u: stopped by shutdown; lease released for re-dispatch",
+			d->run_id, d->task, d->map_index, d->attempt);
+		release_lease(s, d);
+		goto out;
+	}
+	SL_DEBUG("slot %d: finished %s/%s[%d] attempt %u: %s in %lld ms%s%s", s->index,
+		 d->run_id, d->task, d->map_index, d->attempt, status_name(out.status),
+		 (long long)(out.finished_ms - out.started_ms), out.error[0] ? ": " : "",
+		 out.error);
+	/* A failed delivery is logged by the producer; releasing the lease then lets the
+	 * planner's reaper re-dispatch instead of waiting for the lease to lapse. */
+	worker_result_publish(s, d, &out);
+	release_lease(s, d);
+out:
+	worker_outcome_clear(&out);
+}
+
+void *worker_slot_main(void *arg)
+{
+	struct worker_slot *s = arg;
+	struct worker *w = s->w;
+
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		Sluice__V1__TaskDispatch *d;
+
+		while (!s->job && !atomic_load(&w->quit))
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (!s->job)
+			break;
+		d = s->job;
+		pthread_mutex_unlock(&w->lock);
+
+		execute(s, d);
+
+		pthread_mutex_lock(&w->lock);
+		s->job = NULL;
+		s->delivery = WORKER_DELIVERY_NONE;
+		w->nbusy--;
+		pthread_cond_broadcast(&w->cond);
+		/* The lease thread copies what it needs under the lock, so d may go now. */
+		pthread_mutex_unlock(&w->lock);
+		sluice__v1__task_dispatch__free_unpacked(d, NULL);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}

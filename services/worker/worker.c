@@ -1,0 +1,266 @@
+/* worker.c - the worker's lifecycle: connect, start the threads, drain, stop, clean up. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sluice/kafka.h"
+#include "sluice/log.h"
+#include "sluice/state.h"
+#include "sluice/util.h"
+#include "worker.h"
+
+void worker_wait(struct worker *w, long ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+}
+
+/* Sleeps up to ms, returning early (1) when a stop signal arrives. */
+static int sleep_or_signal(struct worker *w, long ms)
+{
+	int64_t until = sl_mono_ms() + ms;
+
+	while (!*w->stop_signals) {
+		int64_t left = until - sl_mono_ms();
+		if (left <= 0)
+			return 0;
+		usleep((useconds_t)(left > 50 ? 50000 : left * 1000));
+	}
+	return 1;
+}
+
+struct sl_state *worker_state_connect(struct worker *w, const char *what)
+{
+	long backoff = WORKER_BACKOFF_MIN_MS;
+	int warned = 0;
+
+	for (;;) {
+		char errstr[256] = "";
+		struct sl_state *st = sl_state_new(w->cfg->redis_url, errstr, sizeof(errstr));
+
+		if (st) {
+			if (warned)
+				SL_INFO("redis reachable again (%s)", what);
+			return st;
+		}
+		if (!warned++)
+			SL_WARN("cannot connect to redis for %s: %s; retrying", what, errstr);
+		if (sleep_or_signal(w, backoff))
+			return NULL;
+		backoff = backoff * 2 > WORKER_BACKOFF_MAX_MS ? WORKER_BACKOFF_MAX_MS : backoff * 2;
+	}
+}
+
+/* Creates the queue and results topics if missing, retrying while Kafka is unreachable.
+ * Returns SL_OK, or SL_ERR_CANCELLED when a stop signal came first. */
+static enum sl_err ensure_topics(struct worker *w)
+{
+	/* The dead-letter topic too: a dead letter to a missing topic would wait minutes to fail. */
+	const char *topics[] = {w->topic, SL_TOPIC_RESULTS, SL_TOPIC_DEADLETTER};
+	long backoff = WORKER_BACKOFF_MIN_MS;
+	int warned = 0;
+
+	for (;;) {
+		char errstr[256] = "";
+
+		if (sl_kafka_topics_ensure(w->cfg->kafka_brokers, topics, 3,
+					   WORKER_TOPIC_PARTITIONS, errstr, sizeof(errstr)) == SL_OK)
+			return SL_OK;
+		if (!warned++)
+			SL_WARN("cannot ensure topics %s, %s, %s: %s; retrying", w->topic,
+				SL_TOPIC_RESULTS, SL_TOPIC_DEADLETTER, errstr);
+		if (sleep_or_signal(w, backoff))
+			return SL_ERR_CANCELLED;
+		backoff = backoff * 2 > WORKER_BACKOFF_MAX_MS ? WORKER_BACKOFF_MAX_MS : backoff * 2;
+	}
+}
+
+/* mkdir -p for work-dir (its parents are the operator's business; only the last level). */
+static void ensure_work_dir(const char *dir)
+{
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+		SL_WARN("cannot create work-dir %s: %s (tasks get it created per run)", dir,
+			strerror(errno));
+}
+
+/* Fetches the results topic's metadata now, so the first result does not wait for it. */
+static void warm_up(struct worker *w)
+{
+	rd_kafka_t *rk = sl_kafka_producer_handle(w->producer);
+	rd_kafka_topic_t *t = rd_kafka_topic_new(rk, SL_TOPIC_RESULTS, NULL);
+	const struct rd_kafka_metadata *md = NULL;
+
+	if (!t)
+		return;
+	if (rd_kafka_metadata(rk, 0, t, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(t);
+}
+
+struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t *stop_signals,
+			  char *errstr, size_t errlen)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	pthread_condattr_t ca;
+	const char *topics[1];
+
+	if (!w) {
+		snprintf(errstr, errlen, "out of memory");
+		return NULL;
+	}
+	w->cfg = cfg;
+	w->stop_signals = stop_signals;
+	snprintf(w->topic, sizeof(w->topic), "%s%s", SL_TOPIC_TASKS_PREFIX, cfg->queue);
+	snprintf(w->group, sizeof(w->group), "sluice-workers.%s", cfg->queue);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	w->lock_ready = 1;
+	w->nslots = (int)cfg->slots;
+	if (!(w->slots = calloc((size_t)w->nslots, sizeof(*w->slots)))) {
+		snprintf(errstr, errlen, "out of memory");
+		goto fail;
+	}
+	for (int i = 0; i < w->nslots; i++) {
+		w->slots[i].w = w;
+		w->slots[i].index = i;
+	}
+	ensure_work_dir(cfg->work_dir);
+	if (ensure_topics(w) != SL_OK) {
+		snprintf(errstr, errlen, "stopped before kafka answered");
+		goto fail;
+	}
+	if (!(w->producer = sl_kafka_producer_new(cfg->kafka_brokers, WORKER_PRODUCER_LINGER_MS,
+						  worker_on_delivery, w, errstr, errlen)))
+		goto fail;
+	warm_up(w);
+	/* Each Redis user gets its own connection: hiredis contexts are not thread-safe. */
+	if (!(w->st = worker_state_connect(w, "leases")) ||
+	    !(w->lease_st = worker_state_connect(w, "lease renewal")) ||
+	    !(w->reg_st = worker_state_connect(w, "registry"))) {
+		snprintf(errstr, errlen, "stopped before redis answered");
+		goto fail;
+	}
+	for (int i = 0; i < w->nslots; i++) {
+		if (!(w->slots[i].st = worker_state_connect(w, "slot"))) {
+			snprintf(errstr, errlen, "stopped before redis answered");
+			goto fail;
+		}
+	}
+	topics[0] = w->topic;
+	if (!(w->consumer = sl_kafka_consumer_new(cfg->kafka_brokers, w->group, topics, 1, errstr,
+						  errlen)))
+		goto fail;
+	return w;
+fail:
+	worker_destroy(w);
+	return NULL;
+}
+
+/* Starts a thread with SIGTERM/SIGINT blocked, so only the main thread takes them. */
+static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t block, old;
+	int rc;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	rc = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
+static void stop_threads(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	atomic_store(&w->quit, 1);
+	pthread_cond_broadcast(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+	for (int i = 0; i < w->nslots; i++) {
+		if (w->slots[i].started)
+			pthread_join(w->slots[i].thread, NULL);
+		w->slots[i].started = 0;
+	}
+	if (w->lease_started)
+		pthread_join(w->lease_thread, NULL);
+	if (w->registry_started)
+		pthread_join(w->registry_thread, NULL);
+	w->lease_started = w->registry_started = 0;
+}
+
+enum sl_err worker_run(struct worker *w)
+{
+	enum sl_err err = SL_OK;
+
+	for (int i = 0; i < w->nslots; i++) {
+		if (start_thread(&w->slots[i].thread, worker_slot_main, &w->slots[i]) != 0) {
+			SL_ERROR("cannot start slot thread %d", i);
+			err = SL_ERR_NOMEM;
+			goto out;
+		}
+		w->slots[i].started = 1;
+	}
+	if (start_thread(&w->lease_thread, worker_lease_main, w) != 0) {
+		SL_ERROR("cannot start the lease thread");
+		err = SL_ERR_NOMEM;
+		goto out;
+	}
+	w->lease_started = 1;
+	if (start_thread(&w->registry_thread, worker_registry_main, w) != 0) {
+		SL_ERROR("cannot start the registry thread");
+		err = SL_ERR_NOMEM;
+		goto out;
+	}
+	w->registry_started = 1;
+	SL_INFO("worker %s started: queue %s (topic %s, group %s), %d slots, lease ttl %ld ms",
+		w->cfg->id, w->cfg->queue, w->topic, w->group, w->nslots, w->cfg->lease_ttl_ms);
+	worker_consume(w);
+out:
+	if (err != SL_OK) {
+		/* Nothing was taken yet; a failed start needs no drain. */
+		atomic_store(&w->draining, 1);
+	}
+	stop_threads(w);
+	SL_INFO("worker %s stopped", w->cfg->id);
+	return err;
+}
+
+void worker_destroy(struct worker *w)
+{
+	if (!w)
+		return;
+	if (w->lock_ready)
+		stop_threads(w);
+	/* Closing the consumer commits the stored offsets and leaves the group at once, so the
+	 * partitions move to another worker without waiting for the session timeout. */
+	sl_kafka_consumer_destroy(w->consumer);
+	sl_kafka_producer_destroy(w->producer);
+	for (int i = 0; w->slots && i < w->nslots; i++)
+		sl_state_destroy(w->slots[i].st);
+	sl_state_destroy(w->st);
+	sl_state_destroy(w->lease_st);
+	sl_state_destroy(w->reg_st);
+	free(w->slots);
+	if (w->lock_ready) {
+		pthread_cond_destroy(&w->cond);
+		pthread_mutex_destroy(&w->lock);
+	}
+	free(w);
+}

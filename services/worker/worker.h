@@ -1,0 +1,203 @@
+/* worker.h - the parts of sluice-worker (config, lifecycle, consume, slots, run, builtins,
+ * result, lease, registry) and the one struct they share. */
+#ifndef SLUICE_WORKER_H
+#define SLUICE_WORKER_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/config.h"
+#include "sluice/err.h"
+#include "sluice/v1/sluice.pb-c.h"
+
+#define WORKER_ID_MAX 128      /* worker id (flag or generated) */
+#define WORKER_QUEUE_MAX 100   /* queue name: it becomes part of a topic name */
+#define WORKER_RUN_ID_MAX 128  /* run ids become directory names under work-dir */
+#define WORKER_TASK_MAX 256    /* task names */
+#define WORKER_ERROR_MAX 1024  /* error text of a result */
+#define WORKER_MAX_SLOTS 256
+#define WORKER_PREFETCH_MAX 16 /* fetched dispatches that may wait for a slot, unleased */
+#define WORKER_PENDING_MAX 32  /* room for them plus what arrives while pausing */
+#define WORKER_TOPIC_PARTITIONS 8
+#define WORKER_DEFAULT_MAX_OUTPUT (1024 * 1024)
+#define WORKER_PRODUCER_LINGER_MS 5
+#define WORKER_MIN_LEASE_TTL_MS 300L
+#define WORKER_BACKOFF_MIN_MS 100L
+#define WORKER_BACKOFF_MAX_MS 5000L
+
+/* ---- config.c ---- */
+
+struct worker_config {
+	char *kafka_brokers;
+	char *redis_url;
+	char *queue;
+	long slots;
+	long lease_ttl_ms;
+	char *id;
+	long heartbeat_ms;
+	char *log_level;
+	char *work_dir;
+	long kill_grace_ms;
+};
+
+extern const struct sl_config_entry worker_config_table[];
+
+/* Checks what the table cannot (ranges, names) and fills in the generated id when none was
+ * given. Returns SL_ERR_CONFIG and fills errstr. */
+enum sl_err worker_config_finish(struct worker_config *cfg, char *errstr, size_t errlen);
+
+/* ---- worker.c: lifecycle ---- */
+
+enum worker_delivery {
+	WORKER_DELIVERY_NONE = 0,
+	WORKER_DELIVERY_PENDING,
+	WORKER_DELIVERY_OK,
+	WORKER_DELIVERY_FAILED,
+};
+
+/* One executor thread and the task instance it holds. The fields below `lock:` are guarded
+ * by worker.lock; job is set by the consume loop and cleared by the slot thread. */
+struct worker_slot {
+	struct worker *w; /* borrowed back-pointer */
+	int index;
+	pthread_t thread;
+	int started;
+	struct sl_state *st; /* this thread's own Redis connection (hiredis is not thread-safe) */
+	/* lock: */
+	Sluice__V1__TaskDispatch *job; /* owned while held; NULL when the slot is free */
+	long ttl_ms;
+	int64_t next_renew_ms; /* monotonic */
+	unsigned gen;          /* bumped per job, so the lease thread can tell jobs apart */
+	enum worker_delivery delivery;
+	/* Set by the lease thread when the lease is lost: stop the task, publish nothing. */
+	atomic_int lost;
+};
+
+struct worker {
+	const struct worker_config *cfg;   /* borrowed from main */
+	volatile sig_atomic_t *stop_signals; /* borrowed from main: SIGTERM/SIGINT seen (0-2) */
+	char topic[sizeof("sluice.tasks.") + WORKER_QUEUE_MAX];
+	char group[sizeof("sluice-workers.") + WORKER_QUEUE_MAX];
+	struct sl_kafka_producer *producer;
+	struct sl_kafka_consumer *consumer;
+	struct sl_state *st;       /* the consume loop's connection */
+	struct sl_state *lease_st; /* the lease thread's */
+	struct sl_state *reg_st;   /* the registry thread's */
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* CLOCK_MONOTONIC; broadcast on any slot, delivery or flag change */
+	int lock_ready;
+	struct worker_slot *slots;
+	int nslots;
+	int nbusy; /* lock */
+	atomic_int draining;        /* take no more dispatches; finish what is held */
+	atomic_int drain_requested; /* the registry says drain (set by the registry thread) */
+	atomic_int hard_stop;       /* stop tasks now, release their leases, publish nothing */
+	atomic_int quit;            /* threads leave their loops */
+	pthread_t lease_thread, registry_thread;
+	int lease_started, registry_started;
+};
+
+/* Connects to Kafka and Redis (retrying with backoff until they answer or a stop signal
+ * arrives), ensures the topics and creates the clients. cfg and stop_signals are borrowed
+ * and must outlive the worker. Returns NULL and fills errstr on error. */
+struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t *stop_signals,
+			  char *errstr, size_t errlen);
+
+/* Starts the threads, runs the consume loop until drained, stops the threads and
+ * deregisters. Returns SL_OK after a clean drain or a hard stop. @locality main thread. */
+enum sl_err worker_run(struct worker *w);
+
+/* Closes the consumer (committing stored offsets), flushes the producer, frees everything.
+ * Accepts NULL and half-built workers. */
+void worker_destroy(struct worker *w);
+
+/* Waits on w->cond for up to ms milliseconds. Call with w->lock held. */
+void worker_wait(struct worker *w, long ms);
+
+/* Retries sl_state_new() with backoff until it succeeds or a stop signal arrives.
+ * Returns NULL only in the latter case. */
+struct sl_state *worker_state_connect(struct worker *w, const char *what);
+
+/* ---- consume.c ---- */
+
+/* The Kafka loop: takes dispatches, acquires their leases and hands them to free slots;
+ * pauses the consumer while no slot is free. Returns once draining and every slot is idle.
+ * @locality main thread. */
+void worker_consume(struct worker *w);
+
+/* ---- slot.c ---- */
+
+/* Slot thread: waits for a job, runs it, publishes its result, releases its lease. */
+void *worker_slot_main(void *arg);
+
+/* Number of free slots. @locks takes w->lock. */
+int worker_free_slots(struct worker *w);
+
+/* Returns 1 when some slot holds (run, task, idx, attempt) already. @locks w->lock held. */
+int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d);
+
+/* Gives d (takes ownership) with its lease ttl to a free slot. Returns 0, or -1 when no
+ * slot is free (d untouched). @locks takes w->lock. */
+int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_ms);
+
+/* ---- run.c ---- */
+
+/* What running one task instance produced. */
+struct worker_outcome {
+	Sluice__V1__TaskStatus status;
+	int exit_code;
+	char *output;       /* JSON text or NULL; freed by worker_outcome_clear() */
+	char *stderr_tail;  /* NULL when none; freed by worker_outcome_clear() */
+	size_t stderr_len;
+	char error[WORKER_ERROR_MAX];
+	int stopped;        /* stopped on request (lease lost, hard stop): not a result */
+	int64_t started_ms; /* wall clock */
+	int64_t finished_ms;
+};
+
+/* Runs d on the calling slot thread (a builtin in-process, else a command) and fills out.
+ * @locality slot thread. */
+void worker_run_instance(struct worker_slot *s, const Sluice__V1__TaskDispatch *d,
+			 struct worker_outcome *out);
+
+void worker_outcome_clear(struct worker_outcome *out);
+
+/* Returns 1 when the task on slot s must stop (lease lost or hard stop). */
+int worker_slot_should_stop(void *slot);
+
+/* ---- builtins.c ---- */
+
+/* Runs builtin name with input (JSON text, borrowed; may be empty) and fills out's status,
+ * output and error. should_stop(ud) is polled by long builtins; deadline_ms (monotonic,
+ * 0 = none) makes them TIMED_OUT. */
+void worker_builtin_run(const char *name, const void *input, size_t len,
+			int (*should_stop)(void *), void *ud, int64_t deadline_ms,
+			struct worker_outcome *out);
+
+/* ---- result.c ---- */
+
+/* Publishes out as the TaskResult of d to sluice.tasks.results (key = run id) and waits for
+ * its delivery report. Returns SL_OK once the broker has it; SL_ERR_KAFKA when delivery
+ * failed (logged); SL_ERR_CANCELLED when a hard stop cut the wait short.
+ * @locality slot thread. */
+enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskDispatch *d,
+				  struct worker_outcome *out);
+
+/* The producer's delivery callback: opaque is the publishing slot, or NULL (dead letters). */
+void worker_on_delivery(void *opaque, enum sl_err err, const char *reason, void *ctx);
+
+/* ---- lease.c ---- */
+
+/* Lease thread: renews every held lease each ttl/3; marks a slot lost on SL_ERR_STALE. */
+void *worker_lease_main(void *arg);
+
+/* ---- registry.c ---- */
+
+/* Registry thread: heartbeats every cfg->heartbeat_ms, watches for a drain request and
+ * deregisters the worker when it quits. */
+void *worker_registry_main(void *arg);
+
+#endif
