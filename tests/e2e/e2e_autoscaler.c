@@ -133,19 +133,10 @@ END_TEST
 
 int main(void)
 {
-	Suite *s = suite_create("e2e_autoscaler");
-	TCase *tc = tcase_create("autoscaler");
-	SRunner *sr;
-	int failed;
+	const TTest *const tests[] = {
+		scales_from_zero_to_max_and_back_to_zero,
+		NULL,
+	};
 
-	tcase_add_unchecked_fixture(tc, start_services, stop_services);
-	tcase_set_timeout(tc, (double)e2e_ms(240));
-	tcase_add_test(tc, scales_from_zero_to_max_and_back_to_zero);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_set_fork_status(sr, CK_NOFORK);
-	srunner_run_all(sr, CK_VERBOSE);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return e2e_run_suite("e2e_autoscaler", start_services, stop_services, 240, tests);
 }

@@ -279,28 +279,19 @@ END_TEST
 
 int main(void)
 {
-	Suite *s = suite_create("e2e_flows");
-	TCase *tc = tcase_create("flows");
-	SRunner *sr;
-	int failed;
+	const TTest *const tests[] = {
+		diamond_total_is_9900,
+		maps_zip_reduce_and_static_deps,
+		status_and_runs_show_the_run,
+		failed_attempt_is_retried,
+		exhausted_retries_fail_the_run,
+		lease_is_renewed_while_task_runs,
+		worker_runs_several_instances_at_once,
+		bad_flow_file_is_rejected_with_line,
+		unknown_flow_is_rejected,
+		malformed_messages_are_dead_lettered,
+		NULL,
+	};
 
-	tcase_add_unchecked_fixture(tc, start_services, stop_services);
-	tcase_set_timeout(tc, (double)e2e_ms(180));
-	tcase_add_test(tc, diamond_total_is_9900);
-	tcase_add_test(tc, maps_zip_reduce_and_static_deps);
-	tcase_add_test(tc, status_and_runs_show_the_run);
-	tcase_add_test(tc, failed_attempt_is_retried);
-	tcase_add_test(tc, exhausted_retries_fail_the_run);
-	tcase_add_test(tc, lease_is_renewed_while_task_runs);
-	tcase_add_test(tc, worker_runs_several_instances_at_once);
-	tcase_add_test(tc, bad_flow_file_is_rejected_with_line);
-	tcase_add_test(tc, unknown_flow_is_rejected);
-	tcase_add_test(tc, malformed_messages_are_dead_lettered);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_set_fork_status(sr, CK_NOFORK);
-	srunner_run_all(sr, CK_VERBOSE);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return e2e_run_suite("e2e_flows", start_services, stop_services, 180, tests);
 }

@@ -205,21 +205,12 @@ END_TEST
 
 int main(void)
 {
-	Suite *s = suite_create("e2e_watcher");
-	TCase *tc = tcase_create("watcher");
-	SRunner *sr;
-	int failed;
+	const TTest *const tests[] = {
+		each_new_file_makes_one_run_with_path_size_and_hash,
+		identical_copy_hidden_temp_and_symlink_make_no_run,
+		restart_does_not_rerun_processed_files,
+		NULL,
+	};
 
-	tcase_add_unchecked_fixture(tc, start_services, stop_services);
-	tcase_set_timeout(tc, (double)e2e_ms(180));
-	tcase_add_test(tc, each_new_file_makes_one_run_with_path_size_and_hash);
-	tcase_add_test(tc, identical_copy_hidden_temp_and_symlink_make_no_run);
-	tcase_add_test(tc, restart_does_not_rerun_processed_files);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_set_fork_status(sr, CK_NOFORK);
-	srunner_run_all(sr, CK_VERBOSE);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return e2e_run_suite("e2e_watcher", start_services, stop_services, 180, tests);
 }

@@ -276,3 +276,24 @@ int e2e_find_deadletter(const char *needle, const void *payload, size_t len, lon
 	sl_kafka_consumer_destroy(c);
 	return found;
 }
+
+int e2e_run_suite(const char *name, void (*setup)(void), void (*teardown)(void),
+		  long timeout_s, const TTest *const *tests)
+{
+	Suite *s = suite_create(name);
+	TCase *tc = tcase_create(name);
+	SRunner *sr;
+	int failed;
+
+	tcase_add_unchecked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, (double)e2e_ms(timeout_s));
+	for (size_t i = 0; tests[i]; i++)
+		tcase_add_test(tc, tests[i]);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_set_fork_status(sr, CK_NOFORK);
+	srunner_run_all(sr, CK_VERBOSE);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

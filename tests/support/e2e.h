@@ -3,6 +3,7 @@
 #ifndef SLUICE_E2E_H
 #define SLUICE_E2E_H
 
+#include <check.h>
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -10,6 +11,13 @@
 
 #include "sluice/kafka.h"
 #include "sluice/state.h"
+
+/* Runs one suite of tests (NULL-terminated) in this process (no fork: the services the
+ * fixture starts stay the children of this process), with setup before the first test and
+ * teardown after the last, each test limited to timeout_s (scaled by e2e_ms).
+ * Returns the exit status for main(). */
+int e2e_run_suite(const char *name, void (*setup)(void), void (*teardown)(void),
+		  long timeout_s, const TTest *const *tests);
 
 /* Timeouts scale with SLUICE_TEST_SLOWDOWN (e.g. 3 under sanitizers). */
 long e2e_ms(long ms);
