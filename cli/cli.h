@@ -169,6 +169,7 @@ void out_json_set_parsed(json_t *obj, const char *key, const char *text);
 
 int cmd_submit(struct cli *cli, int argc, char **argv);
 int cmd_status(struct cli *cli, int argc, char **argv);
+int cmd_watch(struct cli *cli, int argc, char **argv);
 int cmd_runs(struct cli *cli, int argc, char **argv);
 int cmd_cancel(struct cli *cli, int argc, char **argv);
 int cmd_pools(struct cli *cli, int argc, char **argv);

@@ -6,7 +6,7 @@
 #include "sluice/util.h"
 
 #define MAX_INSTANCES 1000000 /* read no more than this many instances of one run */
-#define SCAN_COUNT 1000
+#define PIPE_BATCH 1000 /* HMGETs per pipeline */
 #define BIG_TASK 50   /* a task with more instances than this is summarised ... */
 #define SHOW_FIRST 20 /* ... to its first SHOW_FIRST rows, unless --all */
 #define OUTPUT_CHARS 60
@@ -34,16 +34,6 @@ struct status {
 	size_t n, cap;
 	int truncated;
 };
-
-static size_t task_order(const struct status *s, const char *task)
-{
-	size_t i;
-
-	for (i = 0; i < s->norder; i++)
-		if (!strcmp(s->order[i], task))
-			return i;
-	return s->norder; /* unknown tasks go last, by name */
-}
 
 static int split_order(struct status *s, const char *tasks)
 {
@@ -89,22 +79,17 @@ static void free_status(struct status *s)
 	free(s->order_text);
 }
 
-/* Records one instance from its key and HMGET reply. Returns -1 on allocation failure;
- * keys that do not parse are skipped. */
-static int add_ti(struct status *s, const char *key, size_t prefix_len, const redisReply *r)
+/* Records instance (task order[pos], idx) from its HMGET reply. Returns -1 on allocation
+ * failure; an instance that does not exist (not created yet, or the other index of a
+ * one-instance node) is skipped. */
+static int add_ti(struct status *s, size_t pos, long idx, const redisReply *r)
 {
-	const char *rest = key + prefix_len, *colon = strrchr(rest, ':');
 	struct ti *t;
-	char *end = NULL;
-	long idx;
 	size_t j;
 
-	if (!colon || colon == rest || r->type != REDIS_REPLY_ARRAY || r->elements != NFIELDS)
-		return 0;
-	idx = strtol(colon + 1, &end, 10);
-	if (end == colon + 1 || *end || !r->element[F_STATE] ||
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != NFIELDS || !r->element[F_STATE] ||
 	    !cli_reply_is_str(r->element[F_STATE]))
-		return 0; /* not an instance, or deleted between SCAN and HMGET */
+		return 0;
 	if (s->n == MAX_INSTANCES) {
 		s->truncated = 1;
 		return 0;
@@ -120,10 +105,10 @@ static int add_ti(struct status *s, const char *key, size_t prefix_len, const re
 	t = &s->tis[s->n];
 	memset(t, 0, sizeof(*t));
 	t->idx = idx;
-	if (!(t->task = strndup(rest, (size_t)(colon - rest))))
+	if (!(t->task = strdup(s->order[pos])))
 		return -1;
 	s->n++;
-	t->order = task_order(s, t->task);
+	t->order = pos;
 	for (j = 0; j < NFIELDS; j++) {
 		const redisReply *v = r->element[j];
 		if (cli_reply_is_str(v) && !(t->f[j] = strdup(v->str)))
@@ -132,89 +117,125 @@ static int add_ti(struct status *s, const char *key, size_t prefix_len, const re
 	return 0;
 }
 
-/* SCAN may return a key more than once (while Redis rehashes): drop repeats. */
-static void dedupe(struct status *s)
-{
-	size_t i, out = 0, j;
+/* One instance asked for in a pipeline. */
+struct want {
+	size_t pos;
+	long idx;
+};
 
-	for (i = 0; i < s->n; i++) {
-		if (out && !cmp_ti(&s->tis[out - 1], &s->tis[i])) {
-			free(s->tis[i].task);
-			for (j = 0; j < NFIELDS; j++)
-				free(s->tis[i].f[j]);
-			continue;
-		}
-		s->tis[out++] = s->tis[i];
+/* Sends the HMGETs of want[0..n) in one pipeline and records the replies. Returns CLI_OK
+ * or an exit code after printing why. */
+static int fetch_batch(struct sl_state *st, struct status *s, const struct want *want, size_t n)
+{
+	char key[CLI_KEY_MAX], suffix[CLI_KEY_MAX];
+	redisContext *c = sl_state_redis(st);
+	size_t i;
+
+	if (!c) {
+		fprintf(stderr, "sluice: lost the connection to Redis\n");
+		return CLI_UNREACHABLE;
 	}
-	s->n = out;
+	for (i = 0; i < n; i++) {
+		snprintf(suffix, sizeof(suffix), "ti:%s:%ld", s->order[want[i].pos], want[i].idx);
+		if (cli_run_key(key, sizeof(key), s->run, suffix) < 0)
+			return CLI_USAGE;
+		if (redisAppendCommand(c, "HMGET %s " TI_FIELDS, key) != REDIS_OK)
+			goto conn_error;
+	}
+	for (i = 0; i < n; i++) {
+		redisReply *v = NULL;
+		int added;
+
+		if (redisGetReply(c, (void **)&v) != REDIS_OK || !v)
+			goto conn_error;
+		added = add_ti(s, want[i].pos, want[i].idx, v);
+		freeReplyObject(v);
+		if (added < 0) {
+			fprintf(stderr, "sluice: out of memory\n");
+			return CLI_FAILED;
+		}
+	}
+	return CLI_OK;
+conn_error:
+	fprintf(stderr, "sluice: Redis HMGET failed: %s\n",
+		c->errstr[0] ? c->errstr : "connection lost");
+	return CLI_UNREACHABLE;
 }
 
-/* Reads every instance of the run: SCAN with MATCH (never KEYS), each page's HMGETs
- * pipelined. Returns CLI_OK or an exit code after printing why. */
+/* Reads every instance of the run without scanning the keyspace: the `total` of each node
+ * of the run's task list (one pipeline), then instances 0..total-1 of each node in
+ * pipelines of PIPE_BATCH HMGETs. A node with one instance is an unmapped task (index -1)
+ * or a map over one element (index 0): both are asked for and the one that exists is kept.
+ * Returns CLI_OK or an exit code after printing why. */
 static int load_instances(struct sl_state *st, struct status *s)
 {
-	char prefix[CLI_KEY_MAX], pattern[CLI_KEY_MAX * 2], cursor[32] = "0";
-	redisReply *r = NULL;
-	size_t prefix_len;
+	char key[CLI_KEY_MAX], suffix[CLI_KEY_MAX];
+	struct want *want = NULL;
+	long *totals = NULL;
+	redisContext *c;
+	size_t i, n = 0, asked = 0;
 	int rc = CLI_UNREACHABLE;
 
-	if (cli_run_key(prefix, sizeof(prefix), s->run, "ti:") < 0 ||
-	    cli_glob_escape(prefix, pattern, sizeof(pattern) - 1) < 0)
-		return CLI_USAGE;
-	strcat(pattern, "*");
-	prefix_len = strlen(prefix);
-	do {
-		redisContext *c;
-		redisReply *keys;
-		size_t i;
+	if (!s->norder)
+		return CLI_OK;
+	if (!(totals = calloc(s->norder, sizeof(*totals))) ||
+	    !(want = calloc(PIPE_BATCH, sizeof(*want)))) {
+		fprintf(stderr, "sluice: out of memory\n");
+		rc = CLI_FAILED;
+		goto out;
+	}
+	if (!(c = sl_state_redis(st))) {
+		fprintf(stderr, "sluice: lost the connection to Redis\n");
+		goto out;
+	}
+	for (i = 0; i < s->norder; i++) {
+		snprintf(suffix, sizeof(suffix), "node:%s", s->order[i]);
+		if (cli_run_key(key, sizeof(key), s->run, suffix) < 0) {
+			rc = CLI_USAGE;
+			goto out;
+		}
+		if (redisAppendCommand(c, "HGET %s total", key) != REDIS_OK)
+			goto conn_error;
+	}
+	for (i = 0; i < s->norder; i++) {
+		redisReply *v = NULL;
 
-		r = cli_redis_check(sl_state_command(st, "SCAN %s MATCH %s COUNT %d", cursor,
-						     pattern, SCAN_COUNT),
-				    "SCAN");
-		if (!r)
-			goto out;
-		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-		    !cli_reply_is_str(r->element[0]) || r->element[1]->type != REDIS_REPLY_ARRAY) {
-			fprintf(stderr, "sluice: unexpected SCAN reply\n");
-			goto out;
-		}
-		sl_strlcpy(cursor, r->element[0]->str, sizeof(cursor));
-		keys = r->element[1];
-		if (!(c = sl_state_redis(st))) {
-			fprintf(stderr, "sluice: lost the connection to Redis\n");
-			goto out;
-		}
-		for (i = 0; i < keys->elements; i++)
-			if (redisAppendCommand(c, "HMGET %s " TI_FIELDS, keys->element[i]->str) !=
-			    REDIS_OK)
-				goto conn_error;
-		for (i = 0; i < keys->elements; i++) {
-			redisReply *v = NULL;
-			if (redisGetReply(c, (void **)&v) != REDIS_OK || !v)
-				goto conn_error;
-			if (add_ti(s, keys->element[i]->str, prefix_len, v) < 0) {
-				freeReplyObject(v);
-				fprintf(stderr, "sluice: out of memory\n");
-				rc = CLI_FAILED;
-				goto out;
+		if (redisGetReply(c, (void **)&v) != REDIS_OK || !v)
+			goto conn_error;
+		totals[i] = cli_reply_is_str(v) ? (long)out_int(v->str, 0) : 0;
+		if (totals[i] < 0)
+			totals[i] = 0;
+		freeReplyObject(v);
+	}
+	for (i = 0; i < s->norder && !s->truncated; i++) {
+		long idx = totals[i] == 1 ? -1 : 0;
+
+		for (; idx < totals[i] && !s->truncated; idx++) {
+			if (++asked > 2 * (size_t)MAX_INSTANCES) {
+				s->truncated = 1; /* totals far beyond the instances that exist */
+				break;
 			}
-			freeReplyObject(v);
+			want[n].pos = i;
+			want[n].idx = idx;
+			if (++n == PIPE_BATCH) {
+				if ((rc = fetch_batch(st, s, want, n)) != CLI_OK)
+					goto out;
+				n = 0;
+			}
 		}
-		freeReplyObject(r);
-		r = NULL;
-	} while (strcmp(cursor, "0") && !s->truncated);
+	}
+	if (n && (rc = fetch_batch(st, s, want, n)) != CLI_OK)
+		goto out;
 	if (s->n)
 		qsort(s->tis, s->n, sizeof(*s->tis), cmp_ti);
-	dedupe(s);
 	rc = CLI_OK;
 	goto out;
 conn_error:
-	fprintf(stderr, "sluice: Redis HMGET failed: %s\n",
-		sl_state_redis(st) && sl_state_redis(st)->errstr[0] ? sl_state_redis(st)->errstr
-								    : "connection lost");
+	fprintf(stderr, "sluice: Redis HGET failed: %s\n",
+		c->errstr[0] ? c->errstr : "connection lost");
 out:
-	if (r)
-		freeReplyObject(r);
+	free(want);
+	free(totals);
 	return rc;
 }
 

@@ -203,6 +203,36 @@ out:
 	return rc;
 }
 
+/* When $SLUICE_FLOWS_DIR holds <name>.yaml (or .yml) defining flow <name>, checks the -p
+ * values against it here, so that a bad parameter fails at once; the planner checks again
+ * and rejects the run when there is no such file here. */
+static int check_named_flow(const struct submit *s)
+{
+	static const char *const exts[] = {".yaml", ".yml"};
+	const char *dir = getenv("SLUICE_FLOWS_DIR");
+	char path[4096], errstr[1024] = "";
+	struct sl_flow *flow;
+	int rc = CLI_OK;
+
+	if (!dir || !*dir)
+		return CLI_OK;
+	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+		if (snprintf(path, sizeof(path), "%s/%s%s", dir, s->flow_arg, exts[i]) >=
+			    (int)sizeof(path) ||
+		    access(path, F_OK) != 0)
+			continue;
+		if (!(flow = sl_flow_load(path, errstr, sizeof(errstr)))) {
+			fprintf(stderr, "%s\n", errstr);
+			return CLI_USAGE;
+		}
+		if (!strcmp(flow->name, s->flow_arg))
+			rc = check_params(s, flow);
+		sl_flow_destroy(flow);
+		return rc;
+	}
+	return CLI_OK;
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -442,6 +472,8 @@ int cmd_submit(struct cli *cli, int argc, char **argv)
 			if ((unsigned char)*p <= ' ' || *p == 0x7f)
 				goto bad_name;
 		req.flow = (char *)s.flow_arg;
+		if ((rc = check_named_flow(&s)) != CLI_OK)
+			goto out;
 	}
 	/* Fail before requesting anything when the run could not be followed. */
 	if (s.wait && !(st = cli_redis_connect(cli))) {

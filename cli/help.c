@@ -14,6 +14,7 @@ static const char overview[] =
 	"Commands:\n"
 	"  submit FLOW [-p NAME=VALUE]... [--wait]  request a run of a flow (name or .yaml file)\n"
 	"  status RUN [--all]                       a run and its task instances\n"
+	"  watch RUN [--interval DUR]               live progress of a run until it ends\n"
 	"  runs [--limit N] [--flow F] [--state S]  recent runs, newest first\n"
 	"  cancel RUN                               ask the planner to cancel a run\n"
 	"  pools                                    autoscaler pools: workers, lag, last decision\n"
@@ -73,6 +74,22 @@ static const struct help helps[] = {
 	 "           started_ms, finished_ms}]} with every instance\n"
 	 "\n"
 	 "Exit: 0 found, 2 unknown run, 6 Redis unreachable.\n"},
+	{"watch",
+	 "usage: sluice watch RUN [--interval DUR] [--timeout DUR] [--json]\n"
+	 "\n"
+	 "Follows a run until it ends. On a terminal: a progress bar (done/total, failed,\n"
+	 "running, elapsed) and one line per task (done/total of its instances), redrawn\n"
+	 "in place. Otherwise a plain line whenever the counts change (at least every 30s)\n"
+	 "and the final one. A run not recorded within 10s is unknown (exit 2); a\n"
+	 "DUPLICATE run is followed to the run it duplicates.\n"
+	 "\n"
+	 "  -i, --interval DUR   poll period (default 500ms on a terminal, else 1s)\n"
+	 "  --timeout DUR        give up after DUR (default: never); the run goes on\n"
+	 "  --json               one JSON object per line per change: {run_id, flow, state,\n"
+	 "                       done, total, failed, running, elapsed_ms, tasks, final}\n"
+	 "\n"
+	 "Exit (as submit --wait): 0 SUCCEEDED, 1 FAILED, 2 usage or unknown run,\n"
+	 "3 CANCELLED, 4 REJECTED, 5 timed out, 6 Redis unreachable, 130 Ctrl-C.\n"},
 	{"runs",
 	 "usage: sluice runs [--limit N] [--flow FLOW] [--state STATE] [--json]\n"
 	 "\n"

@@ -15,7 +15,8 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{"submit", cmd_submit}, {"status", cmd_status}, {"runs", cmd_runs},
+	{"submit", cmd_submit}, {"status", cmd_status}, {"watch", cmd_watch},
+	{"runs", cmd_runs},
 	{"cancel", cmd_cancel}, {"pools", cmd_pools},   {"flows", cmd_flows},
 	{"topics", cmd_topics}, {NULL, NULL},
 };

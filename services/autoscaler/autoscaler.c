@@ -281,13 +281,62 @@ static size_t apply_drains(struct autoscaler *a, struct pool_rt *rt, char ids[][
 	return asked;
 }
 
+/* The pool's numbers as labelled gauges on /metrics (looked up by name on each tick). */
+static void export_view(struct autoscaler *a, const struct pool_rt *rt)
+{
+	static const struct {
+		const char *name, *help;
+	} g[] = {
+		{"sluice_autoscaler_lag", "Queue lag over all priority bands (-1: unreadable)."},
+		{"sluice_autoscaler_workers", "Workers of the pool (running or starting)."},
+		{"sluice_autoscaler_desired", "Workers the policy wants."},
+		{"sluice_autoscaler_busy", "Busy slots (running leases) of the pool."},
+		{"sluice_autoscaler_draining", "Workers of the pool asked to drain."},
+	};
+	const int64_t v[] = {rt->view.lag, rt->view.workers, rt->view.desired, rt->view.busy,
+			     rt->view.draining};
+	char name[SL_HEALTH_NAME_MAX + 1];
+
+	for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+		if ((size_t)snprintf(name, sizeof(name), "%s{pool=\"%s\"}", g[i].name,
+				     rt->pc->name) < sizeof(name))
+			sl_metric_set(sl_health_gauge(a->cfg->health, name, g[i].help), v[i]);
+	}
+}
+
 static void write_view(struct autoscaler *a, struct pool_rt *rt)
 {
 	rt->view.pool = rt->pc;
 	rt->view.reason = rt->reason;
 	rt->view.updated_ms = sl_now_ms();
+	export_view(a, rt);
 	if (autoscaler_registry_write_view(a->st, &rt->view) != SL_OK)
 		SL_DEBUG("pool %s: could not write sluice:pool:%s", rt->pc->name, rt->pc->name);
+}
+
+/* Lag of the queue summed over its priority bands (sluice.tasks.<queue>, .high, .low).
+ * A band whose topic does not exist counts 0; SL_ERR_NOT_FOUND only when none exists. */
+static enum sl_err queue_lag(struct pool_rt *rt, int64_t *lag)
+{
+	static const char *const bands[] = {"", ".high", ".low"};
+	char topic[sizeof(rt->topic) + sizeof(".high")];
+	int found = 0;
+
+	*lag = 0;
+	for (size_t b = 0; b < sizeof(bands) / sizeof(bands[0]); b++) {
+		int64_t n = 0;
+		enum sl_err err;
+
+		snprintf(topic, sizeof(topic), "%s%s", rt->topic, bands[b]);
+		err = sl_kafka_lag(rt->probe, topic, &n, LAG_TIMEOUT_MS);
+		if (err == SL_ERR_NOT_FOUND)
+			continue;
+		if (err != SL_OK)
+			return err;
+		found = 1;
+		*lag += n;
+	}
+	return found ? SL_OK : SL_ERR_NOT_FOUND;
 }
 
 static void pool_tick(struct autoscaler *a, struct pool_rt *rt, int64_t now_mono)
@@ -304,7 +353,7 @@ static void pool_tick(struct autoscaler *a, struct pool_rt *rt, int64_t now_mono
 	enum sl_err err;
 
 	nw = collect_workers(a, rt, now_mono);
-	err = sl_kafka_lag(rt->probe, rt->topic, &lag, LAG_TIMEOUT_MS);
+	err = queue_lag(rt, &lag);
 	if (err == SL_ERR_NOT_FOUND) {
 		lag = 0; /* no topic yet: nothing was ever queued */
 	} else if (err != SL_OK) {

@@ -7,6 +7,7 @@
 
 #include "sluice/config.h"
 #include "sluice/err.h"
+#include "sluice/health.h"
 
 /* Filled by sl_config_load() from autoscaler_config_table; durations in milliseconds. */
 struct autoscaler_config {
@@ -20,6 +21,9 @@ struct autoscaler_config {
 	long start_timeout_ms;
 	long drain_timeout_ms;
 	char *log_level;
+	char *http; /* health/metrics listen address, "" = off */
+	/* Not from the table: set by main.c; per-pool gauges go here (borrowed, may be NULL). */
+	struct sl_health *health;
 };
 
 extern const struct sl_config_entry autoscaler_config_table[];

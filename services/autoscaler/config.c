@@ -23,5 +23,7 @@ const struct sl_config_entry autoscaler_config_table[] = {
 	{"drain-timeout", SL_CFG_DURATION, "30s", F(drain_timeout_ms),
 	 "on SIGTERM, how long to wait for drained workers before sending them SIGTERM"},
 	{"log-level", SL_CFG_STR, "info", F(log_level), "debug, info, warn or error"},
+	{"http", SL_CFG_STR, "", F(http),
+	 "serve /healthz, /readyz and /metrics on host:port (e.g. 127.0.0.1:9467); empty: off"},
 	{NULL, 0, NULL, 0, NULL},
 };

@@ -41,6 +41,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	sl_log_init("sluice-autoscaler", sl_log_level_parse(cfg.log_level));
+	if (!(cfg.health = sl_health_new(cfg.http, "autoscaler", errstr, sizeof(errstr)))) {
+		fprintf(stderr, "sluice-autoscaler: %s\n", errstr);
+		err = SL_ERR_CONFIG;
+		goto out;
+	}
 
 	memset(&sa, 0, sizeof(sa));
 	sigemptyset(&sa.sa_mask);
@@ -60,10 +65,13 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	SL_INFO("running: pools from %s, every %ldms", cfg.pools, cfg.interval_ms);
+	sl_health_set_ready(cfg.health, 1);
 	autoscaler_run(a, &stop_signals);
+	sl_health_set_ready(cfg.health, 0);
 	SL_INFO("stopped");
 out:
 	autoscaler_destroy(a);
+	sl_health_destroy(cfg.health);
 	sl_config_free(autoscaler_config_table, &cfg);
 	return (int)err;
 }

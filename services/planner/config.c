@@ -17,5 +17,11 @@ const struct sl_config_entry planner_config_table[] = {
 	{"partitions", SL_CFG_INT, "8", F(partitions), "partitions of topics the planner creates"},
 	{"dispatch-batch", SL_CFG_INT, "1000", F(dispatch_batch), "instances written to Redis per script call"},
 	{"max-output", SL_CFG_INT, "1048576", F(max_output), "default cap of a task's stdout in bytes"},
+	{"reap-interval", SL_CFG_DURATION, "1s", F(reap_interval_ms), "how often lost dispatches, lost leases and unstarted nodes are looked for"},
+	{"dispatch-timeout", SL_CFG_DURATION, "30s", F(dispatch_timeout_ms), "a dispatched task nobody took for this long is sent again (doubling per resend)"},
+	{"lease-grace", SL_CFG_DURATION, "0", F(lease_grace_ms), "a running task without a lease for this long is re-dispatched (0: the lease ttl)"},
+	{"reap-max-lost", SL_CFG_INT, "5", F(reap_max_lost), "lost executions of one task instance after which it fails"},
+	{"http", SL_CFG_STR, "", F(http), "serve /healthz, /readyz and /metrics on host:port (e.g. 127.0.0.1:9466); empty: off"},
+	{"schedules", SL_CFG_BOOL, "true", F(schedules), "fire the flows' schedule: ticks (false: this replica never does)"},
 	{NULL, 0, NULL, 0, NULL},
 };

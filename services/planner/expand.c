@@ -25,11 +25,13 @@ static json_t *upstream_outputs(void *ud, size_t task_index)
 	long total = 1;
 
 	if (t->nmap) {
-		r = sl_state_command(u->p->state, "HGET sluice:{%s}:node:%s total", u->run->id,
-				     t->name);
-		if (!r || r->type != REDIS_REPLY_STRING)
+		r = sl_state_command(u->p->state, "HMGET sluice:{%s}:node:%s total reason",
+				     u->run->id, t->name);
+		if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_STRING)
 			goto out;
-		total = atol(r->str);
+		/* A node that ended without running (skipped ...) has no outputs. */
+		total = r->element[1]->type == REDIS_REPLY_STRING ? 0 : atol(r->element[0]->str);
 		freeReplyObject(r);
 		r = NULL;
 	}
@@ -67,17 +69,26 @@ static int queue_known(struct planner *p, const char *queue)
 	return 0;
 }
 
+/* The topic of a queue's priority band: sluice.tasks.<queue>[.high|.low] (priority > 0 is
+ * high, < 0 low). Workers subscribe to all three and start high ones first. */
+static void band_topic(char *buf, size_t cap, const char *queue, int priority)
+{
+	snprintf(buf, cap, "%s%s%s", SL_TOPIC_TASKS_PREFIX, queue,
+		 priority > 0 ? ".high" : priority < 0 ? ".low" : "");
+}
+
 enum sl_err planner_ensure_queue(struct planner *p, const char *queue)
 {
-	char topic[256], err[512];
-	const char *topics[1] = {topic};
+	char topic[3][256], err[512];
+	const char *topics[3] = {topic[0], topic[1], topic[2]};
 
 	if (queue_known(p, queue))
 		return SL_OK;
-	snprintf(topic, sizeof(topic), "%s%s", SL_TOPIC_TASKS_PREFIX, queue);
-	if (sl_kafka_topics_ensure(p->cfg.kafka_brokers, topics, 1, (int)p->cfg.partitions, err,
+	for (int b = 0; b < 3; b++)
+		band_topic(topic[b], sizeof(topic[b]), queue, 1 - b);
+	if (sl_kafka_topics_ensure(p->cfg.kafka_brokers, topics, 3, (int)p->cfg.partitions, err,
 				   sizeof(err)) != SL_OK) {
-		SL_ERROR("cannot create topic %s: %s", topic, err);
+		SL_ERROR("cannot create the topics of queue %s: %s", queue, err);
 		return SL_ERR_KAFKA;
 	}
 	if (p->nqueues < PLANNER_MAX_QUEUES && (p->queues[p->nqueues] = strdup(queue)))
@@ -89,11 +100,19 @@ static enum sl_err produce_dispatch(struct planner *p, const char *queue, const 
 				    const char *task, int idx, const void *buf, size_t len)
 {
 	char topic[256], key[512];
+	Sluice__V1__TaskDispatch *d;
+	int priority = 0;
 	enum sl_err err;
 
 	if ((err = planner_ensure_queue(p, queue)) != SL_OK)
 		return err;
-	snprintf(topic, sizeof(topic), "%s%s", SL_TOPIC_TASKS_PREFIX, queue);
+	/* The band comes from the encoded dispatch itself, so every path that (re)dispatches
+	 * (start, retry, reaper) keeps the task's priority without passing it along. */
+	if ((d = sluice__v1__task_dispatch__unpack(NULL, len, buf))) {
+		priority = d->priority;
+		sluice__v1__task_dispatch__free_unpacked(d, NULL);
+	}
+	band_topic(topic, sizeof(topic), queue, priority);
 	/* Keyed per instance, not per run, so one run's fan-out spreads over all partitions
 	 * and therefore over all workers of the queue. */
 	snprintf(key, sizeof(key), "%s/%s/%d", run, task, idx);
@@ -102,8 +121,8 @@ static enum sl_err produce_dispatch(struct planner *p, const char *queue, const 
 
 /* Encodes the TaskDispatch of one instance. Caller frees *buf. */
 static enum sl_err encode_dispatch(struct planner *p, struct planner_run *run,
-				   const struct sl_flow_task *t, const struct sl_instance *in,
-				   uint8_t **buf, size_t *len)
+				   const struct sl_flow_task *t, const char *queue,
+				   const struct sl_instance *in, uint8_t **buf, size_t *len)
 {
 	Sluice__V1__TaskDispatch d = SLUICE__V1__TASK_DISPATCH__INIT;
 	Sluice__V1__EnvVar *vars = NULL, **varp = NULL;
@@ -117,7 +136,7 @@ static enum sl_err encode_dispatch(struct planner *p, struct planner_run *run,
 	d.task = t->name;
 	d.map_index = in->map_index;
 	d.attempt = 1;
-	d.queue = t->queue ? t->queue : "default";
+	d.queue = (char *)queue; /* the task's queue or the one its route: picked */
 	d.kind = t->kind == SL_TASK_BUILTIN ? SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN
 					    : SLUICE__V1__TASK_KIND__TASK_KIND_COMMAND;
 	d.n_argv = in->argc;
@@ -170,6 +189,87 @@ out:
 	return err;
 }
 
+/* After a node ended at once (zero instances, skipped ...): reports the run's end, or appends
+ * the nodes that became ready to *queue. */
+static enum sl_err node_done_next(struct planner *p, struct planner_run *run,
+				  const struct sl_transition *tr, char ***queue, size_t *qlen,
+				  size_t *qcap)
+{
+	if (!strcmp(tr->run_state, "SUCCEEDED")) {
+		SL_INFO("run %s succeeded", run->id);
+		planner_event_run(p, run->id, run->flow->name, "SUCCEEDED", NULL);
+	} else if (!strcmp(tr->run_state, "FAILED")) {
+		planner_run_failed_event(p, run->id, run->flow->name);
+	}
+	for (size_t i = 0; i < tr->nready; i++) {
+		if (*qlen == *qcap) {
+			size_t cap = *qcap ? *qcap * 2 : 8;
+			char **q = realloc(*queue, cap * sizeof(*q));
+			if (!q)
+				return SL_ERR_NOMEM;
+			*queue = q;
+			*qcap = cap;
+		}
+		if (!((*queue)[*qlen] = strdup(tr->ready[i])))
+			return SL_ERR_NOMEM;
+		(*qlen)++;
+	}
+	return SL_OK;
+}
+
+void planner_run_failed_event(struct planner *p, const char *run, const char *flow)
+{
+	redisReply *r = sl_state_command(p->state, "HGET sluice:{%s}:run error", run);
+	const char *err = r && r->type == REDIS_REPLY_STRING ? r->str : NULL;
+
+	SL_INFO("run %s failed: %s", run, err ? err : "-");
+	planner_event_run(p, run, flow, "FAILED", err);
+	if (r)
+		freeReplyObject(r);
+}
+
+/* Ends node name without running it (SKIPPED, UPSTREAM_FAILED, FAILED) for reason. */
+static enum sl_err end_node(struct planner *p, struct planner_run *run, const char *name,
+			    const char *state, const char *reason, char ***queue, size_t *qlen,
+			    size_t *qcap)
+{
+	struct sl_transition tr = {0};
+	enum sl_err rc = sl_state_node_end(p->state, run->id, name, state, reason, sl_now_ms(),
+					   &tr);
+
+	if (rc == SL_OK && !strcmp(tr.outcome, "finished")) {
+		if (!strcmp(state, "FAILED"))
+			SL_WARN("run %s: task %s failed: %s", run->id, name, reason);
+		else
+			SL_INFO("run %s: task %s %s: %s", run->id, name, state, reason);
+		planner_event_task(p, run->id, run->flow->name, name, -1, 0, state, reason);
+		rc = node_done_next(p, run, &tr, queue, qlen, qcap);
+	}
+	sl_transition_clear(&tr);
+	return rc;
+}
+
+/* How many upstreams of node name failed and were skipped (final once it is ready). */
+static enum sl_err upstream_ends(struct planner *p, struct planner_run *run, const char *name,
+				 size_t *failed, size_t *skipped)
+{
+	redisReply *r = sl_state_command(p->state, "HMGET sluice:{%s}:node:%s up_failed up_skipped",
+					 run->id, name);
+
+	*failed = *skipped = 0;
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+		if (r)
+			freeReplyObject(r);
+		return SL_ERR_REDIS;
+	}
+	if (r->element[0]->type == REDIS_REPLY_STRING)
+		*failed = strtoul(r->element[0]->str, NULL, 10);
+	if (r->element[1]->type == REDIS_REPLY_STRING)
+		*skipped = strtoul(r->element[1]->str, NULL, 10);
+	freeReplyObject(r);
+	return SL_OK;
+}
+
 /* Expands and starts one node; appends nodes that became ready to *queue. */
 static enum sl_err start_node(struct planner *p, struct planner_run *run, const char *name,
 			      char ***queue, size_t *qlen, size_t *qcap)
@@ -184,8 +284,11 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 	size_t n = 0, batch = (size_t)(p->cfg.dispatch_batch > 0 ? p->cfg.dispatch_batch : 1000);
 	struct sl_transition tr = {0};
 	const struct sl_flow_task *t;
+	const char *tq = "default";
+	enum sl_gate gate = SL_GATE_RUN;
+	size_t up_failed, up_skipped;
 	ssize_t ti;
-	char err[512], msg[640];
+	char err[512];
 	enum sl_err rc = SL_OK;
 
 	if ((ti = sl_flow_task_index(run->flow, name)) < 0) {
@@ -193,14 +296,22 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 		return SL_OK;
 	}
 	t = &run->flow->tasks[ti];
+	/* Trigger rule, when: and route: first; a flow error (a condition, route or map that
+	 * cannot be evaluated) fails this node only, so that all_done clean-ups still run. */
+	if ((rc = upstream_ends(p, run, name, &up_failed, &up_skipped)) != SL_OK)
+		goto out;
+	if (sl_flow_task_gate(run->flow, (size_t)ti, &ctx, up_failed, up_skipped, &gate, &tq, err,
+			      sizeof(err)) != SL_OK) {
+		rc = end_node(p, run, name, "FAILED", err, queue, qlen, qcap);
+		goto out;
+	}
+	if (gate != SL_GATE_RUN) {
+		rc = end_node(p, run, name, gate == SL_GATE_SKIP ? "SKIPPED" : "UPSTREAM_FAILED",
+			      err, queue, qlen, qcap);
+		goto out;
+	}
 	if (sl_flow_expand(run->flow, (size_t)ti, &ctx, &inst, &n, err, sizeof(err)) != SL_OK) {
-		snprintf(msg, sizeof(msg), "task %s: %s", name, err);
-		SL_WARN("run %s failed: %s", run->id, msg);
-		rc = sl_state_run_fail(p->state, run->id, msg, sl_now_ms());
-		if (rc == SL_OK)
-			planner_event_run(p, run->id, run->flow->name, "FAILED", msg);
-		if (rc == SL_ERR_STALE)
-			rc = SL_OK;
+		rc = end_node(p, run, name, "FAILED", err, queue, qlen, qcap);
 		goto out;
 	}
 	tis = calloc(n ? n : 1, sizeof(*tis));
@@ -210,7 +321,7 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 		goto out;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if ((rc = encode_dispatch(p, run, t, &inst[i], &bufs[i], &tis[i].len)) != SL_OK)
+		if ((rc = encode_dispatch(p, run, t, tq, &inst[i], &bufs[i], &tis[i].len)) != SL_OK)
 			goto out;
 		tis[i].idx = inst[i].map_index;
 		tis[i].dispatch = bufs[i];
@@ -219,6 +330,7 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 				 n < batch ? n : batch, sl_now_ms(), &tr);
 	if (rc != SL_OK)
 		goto out;
+	planner_fault_point("after_node_start"); /* recorded, not yet produced */
 	if (!strcmp(tr.outcome, "stale") || !strcmp(tr.outcome, "ended"))
 		goto out;
 	for (size_t off = batch; off < n; off += batch) {
@@ -233,29 +345,15 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 			goto out;
 	}
 	SL_DEBUG("run %s: task %s started with %zu instances", run->id, name, n);
+	if ((rc = planner_limits_prepare(p, run, t)) != SL_OK)
+		goto out;
 	for (size_t i = 0; i < n; i++)
-		if ((rc = produce_dispatch(p, t->queue ? t->queue : "default", run->id, name,
-					   tis[i].idx, tis[i].dispatch, tis[i].len)) != SL_OK)
+		if (!planner_cache_hit(p, run, t, &ctx, &inst[i]) &&
+		    (rc = produce_dispatch(p, tq, run->id, name, tis[i].idx, tis[i].dispatch,
+					   tis[i].len)) != SL_OK)
 			goto out;
-	if (!strcmp(tr.outcome, "finished")) {
-		if (!strcmp(tr.run_state, "SUCCEEDED")) {
-			SL_INFO("run %s succeeded", run->id);
-			planner_event_run(p, run->id, run->flow->name, "SUCCEEDED", NULL);
-		}
-		for (size_t i = 0; i < tr.nready; i++) {
-			if (*qlen == *qcap) {
-				size_t cap = *qcap ? *qcap * 2 : 8;
-				char **q = realloc(*queue, cap * sizeof(*q));
-				if (!q) {
-					rc = SL_ERR_NOMEM;
-					goto out;
-				}
-				*queue = q;
-				*qcap = cap;
-			}
-			(*queue)[(*qlen)++] = strdup(tr.ready[i]);
-		}
-	}
+	if (!strcmp(tr.outcome, "finished"))
+		rc = node_done_next(p, run, &tr, queue, qlen, qcap);
 out:
 	sl_transition_clear(&tr);
 	for (size_t i = 0; bufs && i < n; i++)
@@ -322,5 +420,7 @@ enum sl_err planner_on_timers(struct planner *p)
 		sluice__v1__task_dispatch__free_unpacked(d, NULL);
 	}
 	sl_due_free(due, n);
+	if (planner_limits_wake(p) != SL_OK)
+		rc = SL_ERR_REDIS;
 	return rc;
 }

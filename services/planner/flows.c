@@ -72,6 +72,11 @@ size_t planner_flows_count(struct planner_flows *f)
 	return f ? f->n : 0;
 }
 
+const struct sl_flow *planner_flows_at(struct planner_flows *f, size_t i)
+{
+	return f && i < f->n ? f->flows[i] : NULL;
+}
+
 void planner_flows_destroy(struct planner_flows *f)
 {
 	if (!f)

@@ -7,11 +7,31 @@
 
 #include "planner.h"
 #include "sluice/config.h"
+#include "sluice/health.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reload_requested;
+
+/* /metrics of the planner (owned by the health object in main; NULL-safe). */
+static struct {
+	struct sl_metric *requests, *results, *control, *retries, *flows, *reloads;
+} m;
+
+static void register_metrics(struct sl_health *h)
+{
+	m.requests = sl_health_counter(h, "sluice_planner_run_requests_total",
+				       "Run requests processed (accepted, deduplicated or rejected).");
+	m.results = sl_health_counter(h, "sluice_planner_task_results_total",
+				      "Task results processed (applied or fenced off as stale).");
+	m.control = sl_health_counter(h, "sluice_planner_control_messages_total",
+				      "Control messages processed (cancel, ...).");
+	m.retries = sl_health_counter(h, "sluice_planner_transient_errors_total",
+				      "Messages retried in place after a Redis or Kafka error.");
+	m.flows = sl_health_gauge(h, "sluice_planner_flows", "Flows loaded from flows-dir.");
+	m.reloads = sl_health_counter(h, "sluice_planner_reloads_total", "SIGHUP reloads.");
+}
 
 static void on_stop(int sig)
 {
@@ -50,6 +70,7 @@ static void process(struct planner *p, const rd_kafka_message_t *msg)
 			break;
 		if (stop_requested)
 			return; /* not stored: the next planner gets it again */
+		sl_metric_inc(m.retries);
 		SL_WARN("%s[%d]@%lld: %s; retrying in %ld ms", rd_kafka_topic_name(msg->rkt),
 			(int)msg->partition, (long long)msg->offset, sl_strerror(err), backoff);
 		usleep((useconds_t)backoff * 1000);
@@ -57,16 +78,24 @@ static void process(struct planner *p, const rd_kafka_message_t *msg)
 			backoff *= 2;
 	}
 	sl_kafka_consumer_done(p->consumer, msg);
+	{
+		const char *topic = rd_kafka_topic_name(msg->rkt);
+
+		sl_metric_inc(!strcmp(topic, SL_TOPIC_RESULTS)        ? m.results
+			      : !strcmp(topic, SL_TOPIC_RUNS_REQUESTED) ? m.requests
+									: m.control);
+	}
 }
 
 int main(int argc, char **argv)
 {
 	static struct planner p; /* owned here; parts get a pointer */
+	struct sl_health *health = NULL;
 	const char *topics[] = {SL_TOPIC_RUNS_REQUESTED, SL_TOPIC_RESULTS, SL_TOPIC_CONTROL};
 	const char *all[] = {SL_TOPIC_RUNS_REQUESTED, SL_TOPIC_RESULTS,	 SL_TOPIC_CONTROL,
 			     SL_TOPIC_RUN_EVENTS,     SL_TOPIC_DEADLETTER, "sluice.tasks.default"};
 	char err[512];
-	int64_t next_timer = 0;
+	int64_t next_timer = 0, next_reap = 0;
 	int rc = 1;
 	enum sl_err e;
 
@@ -86,8 +115,16 @@ int main(int argc, char **argv)
 	signal(SIGINT, on_stop);
 	signal(SIGHUP, on_hup);
 	signal(SIGPIPE, SIG_IGN);
+	/* Before Redis and Kafka answer: /healthz says alive, /readyz 503 until the loop runs. */
+	if (!(health = sl_health_new(p.cfg.http, "planner", err, sizeof(err)))) {
+		SL_ERROR("%s", err);
+		rc = 2;
+		goto out;
+	}
+	register_metrics(health);
 
 	p.flows = planner_flows_load(p.cfg.flows_dir);
+	sl_metric_set(m.flows, (int64_t)planner_flows_count(p.flows));
 	for (int tries = 0; !p.state && !stop_requested; tries++) {
 		if (!(p.state = sl_state_new(p.cfg.redis_url, err, sizeof(err)))) {
 			SL_WARN("%s; retrying", err);
@@ -115,6 +152,7 @@ int main(int argc, char **argv)
 	}
 	SL_INFO("planner started: kafka %s, redis %s, %zu flows", p.cfg.kafka_brokers,
 		p.cfg.redis_url, planner_flows_count(p.flows));
+	sl_health_set_ready(health, 1);
 
 	while (!stop_requested) {
 		rd_kafka_message_t *msg = sl_kafka_consumer_poll(p.consumer, 20);
@@ -127,14 +165,22 @@ int main(int argc, char **argv)
 			planner_on_timers(&p);
 			next_timer = sl_mono_ms() + p.cfg.timer_interval_ms;
 		}
+		if (sl_mono_ms() >= next_reap) {
+			planner_reap(&p);
+			next_reap = sl_mono_ms() + p.cfg.reap_interval_ms;
+		}
+		planner_on_schedules(&p);
 		sl_kafka_producer_poll(p.producer, 0);
 		if (reload_requested) {
 			reload_requested = 0;
 			planner_flows_destroy(p.flows);
 			p.flows = planner_flows_load(p.cfg.flows_dir);
+			sl_metric_set(m.flows, (int64_t)planner_flows_count(p.flows));
+			sl_metric_inc(m.reloads);
 		}
 	}
 	SL_INFO("planner stopping");
+	sl_health_set_ready(health, 0);
 	rc = 0;
 out:
 	sl_kafka_consumer_destroy(p.consumer);
@@ -144,6 +190,7 @@ out:
 	planner_runs_clear(&p);
 	for (size_t i = 0; i < p.nqueues; i++)
 		free(p.queues[i]);
+	sl_health_destroy(health);
 	sl_config_free(planner_config_table, &p.cfg);
 	return rc;
 }

@@ -12,6 +12,7 @@
 #include "sluice/flow.h"
 #include "sluice/kafka.h"
 #include "sluice/state.h"
+#include "sluice/v1/sluice.pb-c.h"
 
 struct planner_config {
 	char *kafka_brokers;
@@ -24,6 +25,12 @@ struct planner_config {
 	long partitions;
 	long dispatch_batch;
 	long max_output;
+	long reap_interval_ms;    /* reaper.c */
+	long dispatch_timeout_ms;
+	long lease_grace_ms;
+	long reap_max_lost;
+	char *http; /* health/metrics listen address, "" = off (main.c) */
+	int schedules; /* schedule.c */
 };
 
 /* A run's flow snapshot and bound parameters, cached so results need no re-parse. */
@@ -57,6 +64,8 @@ extern const struct sl_config_entry planner_config_table[];
 struct planner_flows *planner_flows_load(const char *dir);
 const struct sl_flow *planner_flows_get(struct planner_flows *f, const char *name);
 size_t planner_flows_count(struct planner_flows *f);
+/* The i-th flow (0 <= i < count), borrowed; NULL past the end. */
+const struct sl_flow *planner_flows_at(struct planner_flows *f, size_t i);
 void planner_flows_destroy(struct planner_flows *f);
 
 /* runs.c: run requests and cancellation. */
@@ -70,10 +79,38 @@ void planner_runs_clear(struct planner *p);
 /* Starts the named nodes of run and, transitively, nodes that finish at once (empty maps). */
 enum sl_err planner_start_nodes(struct planner *p, struct planner_run *run, char **names,
 				size_t n);
+/* Publishes the FAILED RunEvent of run with the error recorded on it. */
+void planner_run_failed_event(struct planner *p, const char *run, const char *flow);
 /* Makes sure topic sluice.tasks.<queue> exists. */
 enum sl_err planner_ensure_queue(struct planner *p, const char *queue);
 /* Re-dispatches retries that are due. */
 enum sl_err planner_on_timers(struct planner *p);
+
+/* reaper.c: re-dispatches lost instances, starts ready nodes nobody started. */
+enum sl_err planner_reap(struct planner *p);
+/* Exits with status 137 when SLUICE_FAULT_CRASH_AT names this point (for the fault suite;
+ * SLUICE_FAULT_CRASH_AFTER=N crashes at the Nth pass instead of the first). */
+void planner_fault_point(const char *name);
+
+/* limits.c: concurrency limits per tag (see the file's comment). */
+/* Records the tags of t that have a flow-level limit, before its instances are dispatched. */
+enum sl_err planner_limits_prepare(struct planner *p, struct planner_run *run,
+				   const struct sl_flow_task *t);
+/* Re-dispatches instances that waited for a slot of a full tag, once slots free. */
+enum sl_err planner_limits_wake(struct planner *p);
+
+/* cache.c: `cache:` of tasks. */
+/* Returns 1 when instance in (of task t, not yet dispatched) was served from the cache: its
+ * TaskResult is published and it must not be dispatched; 0 to dispatch it. */
+int planner_cache_hit(struct planner *p, struct planner_run *run, const struct sl_flow_task *t,
+		      const struct sl_expand_ctx *ctx, const struct sl_instance *in);
+/* Stores the output of an applied SUCCEEDED result of a cached task (res borrowed). */
+void planner_cache_store(struct planner *p, struct planner_run *run,
+			 const Sluice__V1__TaskResult *res);
+
+/* schedule.c: fires due ticks of the flows' `schedule:` (rate-limited inside: call it on every
+ * pass of the main loop). Returns the last failure, logged already. */
+enum sl_err planner_on_schedules(struct planner *p);
 
 /* results.c */
 enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg);

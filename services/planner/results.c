@@ -1,6 +1,8 @@
 /* results.c - applies task results (fenced by attempt) and moves the run forward. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "planner.h"
 #include "sluice/log.h"
@@ -16,6 +18,22 @@ static const char *status_name(Sluice__V1__TaskStatus s)
 	case SLUICE__V1__TASK_STATUS__TASK_STATUS_CANCELLED: return "CANCELLED";
 	default: return NULL;
 	}
+}
+
+/* Uniform in [0, 1) for retry jitter; seeded once per process so replicas differ. */
+static double uniform(void)
+{
+	static unsigned short seed[3];
+	static int seeded;
+
+	if (!seeded) {
+		uint64_t s = (uint64_t)sl_now_ms() ^ ((uint64_t)getpid() << 16);
+		seed[0] = (unsigned short)s;
+		seed[1] = (unsigned short)(s >> 16);
+		seed[2] = (unsigned short)(s >> 32);
+		seeded = 1;
+	}
+	return erand48(seed);
 }
 
 enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg)
@@ -70,29 +88,30 @@ enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg)
 	in.started_ms = res->started_at_ms;
 	in.finished_ms = res->finished_at_ms;
 	in.now_ms = sl_now_ms();
-	in.retry_delay_ms = run->flow->tasks[ti].retry_delay_ms;
+	in.retry_delay_ms = sl_flow_retry_delay_ms(&run->flow->tasks[ti], res->attempt, uniform());
 	if ((rc = sl_state_result_apply(p->state, &in, &tr)) != SL_OK)
 		goto out;
+	planner_fault_point("after_result_apply"); /* applied, ready nodes not started */
 	if (!strcmp(tr.outcome, "stale")) {
 		SL_INFO("run %s: stale result for %s[%d] attempt %u from %s ignored", res->run_id,
 			res->task, res->map_index, res->attempt, res->worker_id);
 		goto out;
 	}
+	planner_cache_store(p, run, res);
 	planner_event_task(p, res->run_id, run->flow->name, res->task, res->map_index,
 			   res->attempt, !strcmp(tr.outcome, "retry") ? "RETRY_WAIT" : status,
 			   res->error);
 	if (!strcmp(tr.outcome, "retry")) {
 		SL_INFO("run %s: %s[%d] attempt %u %s (%s); retry in %ld ms", res->run_id, res->task,
-			res->map_index, res->attempt, status, res->error,
-			run->flow->tasks[ti].retry_delay_ms);
-	} else if (!strcmp(tr.outcome, "run_failed")) {
-		SL_INFO("run %s failed: %s[%d] %s (%s)", res->run_id, res->task, res->map_index,
-			status, res->error);
-		planner_event_run(p, res->run_id, run->flow->name, "FAILED", res->error);
+			res->map_index, res->attempt, status, res->error, in.retry_delay_ms);
 	} else if (!strcmp(tr.outcome, "node_done")) {
+		/* A failed node does not stop the run: its all_success downstreams end
+		 * UPSTREAM_FAILED, all_done ones run, and the run ends FAILED at the end. */
 		if (!strcmp(tr.run_state, "SUCCEEDED")) {
 			SL_INFO("run %s succeeded", res->run_id);
 			planner_event_run(p, res->run_id, run->flow->name, "SUCCEEDED", NULL);
+		} else if (!strcmp(tr.run_state, "FAILED")) {
+			planner_run_failed_event(p, res->run_id, run->flow->name);
 		}
 		rc = planner_start_nodes(p, run, tr.ready, tr.nready);
 	}

@@ -24,6 +24,8 @@ const struct sl_config_entry watcher_config_table[] = {
 	{"max-file-size", SL_CFG_INT, "1073741824", F(max_file_size),
 	 "bigger files (bytes) are skipped and reported"},
 	{"log-level", SL_CFG_STR, "info", F(log_level), "debug, info, warn or error"},
+	{"http", SL_CFG_STR, "", F(http),
+	 "serve /healthz, /readyz and /metrics on host:port (e.g. 127.0.0.1:9465); empty: off"},
 	{NULL, 0, NULL, 0, NULL},
 };
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sluice/health.h"
 #include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
@@ -60,7 +61,40 @@ struct watcher {
 	int64_t repair_at;  /* monotonic ms of the next attempt to reopen/rewatch dirs, 0 = none */
 	long repair_backoff;
 	int64_t next_dir_check; /* monotonic ms */
+	struct sl_health *health; /* /healthz, /readyz, /metrics */
+	struct sl_metric *m_recorded, *m_scans, *m_reloads, *m_flows, *m_dirs, *m_dirs_broken,
+		*m_polling;
 };
+
+static void register_metrics(struct watcher *w)
+{
+	w->m_recorded = sl_health_counter(w->health, "sluice_watcher_files_recorded_total",
+					  "Files whose RunRequest was delivered and recorded.");
+	w->m_scans = sl_health_counter(w->health, "sluice_watcher_scans_total",
+				       "Full scans of the trigger directories.");
+	w->m_reloads = sl_health_counter(w->health, "sluice_watcher_reloads_total",
+					 "SIGHUP reloads of the flows.");
+	w->m_flows = sl_health_gauge(w->health, "sluice_watcher_flows",
+				     "Flows with a file trigger being watched.");
+	w->m_dirs = sl_health_gauge(w->health, "sluice_watcher_dirs", "Trigger directories.");
+	w->m_dirs_broken = sl_health_gauge(w->health, "sluice_watcher_dirs_unwatched",
+					   "Trigger directories that cannot be opened or watched "
+					   "right now (retried with backoff).");
+	w->m_polling = sl_health_gauge(w->health, "sluice_watcher_polling",
+				       "1 in polling mode, 0 with inotify.");
+}
+
+static void update_gauges(struct watcher *w)
+{
+	int64_t broken = 0;
+
+	for (size_t i = 0; w->flows && i < w->flows->ndirs; i++)
+		broken += w->flows->dirs[i].fd < 0 || (w->ino && w->flows->dirs[i].wd < 0);
+	sl_metric_set(w->m_flows, w->flows ? (int64_t)w->flows->nflows : 0);
+	sl_metric_set(w->m_dirs, w->flows ? (int64_t)w->flows->ndirs : 0);
+	sl_metric_set(w->m_dirs_broken, broken);
+	sl_metric_set(w->m_polling, w->ino ? 0 : 1);
+}
 
 static void on_event(void *ud, size_t dir, const char *name)
 {
@@ -187,6 +221,7 @@ static void run(struct watcher *w)
 		if (reload_requested) {
 			reload_requested = 0;
 			reload(w);
+			sl_metric_inc(w->m_reloads);
 		}
 		if (w->ino && n > 0 && (pfd.revents & POLLIN)) {
 			watcher_inotify_read(w->ino, w->flows, on_event, w, &overflow, &lost);
@@ -207,13 +242,18 @@ static void run(struct watcher *w)
 			w->next_poll = sl_mono_ms() + w->poll_ms;
 			watcher_scanner_schedule(w->scanner, 0);
 		}
-		if (watcher_scanner_due(w->scanner))
+		if (watcher_scanner_due(w->scanner)) {
 			watcher_scan_all(w->scanner, w->flows);
+			sl_metric_inc(w->m_scans);
+		}
 		recorded = watcher_publisher_service(w->pub, 0);
 		if (recorded < 0)
 			watcher_scanner_retry_later(w->scanner);
 		else if (recorded > 0)
 			watcher_scanner_succeeded(w->scanner);
+		if (recorded > 0)
+			sl_metric_add(w->m_recorded, recorded);
+		update_gauges(w);
 	}
 }
 
@@ -241,6 +281,12 @@ int main(int argc, char **argv)
 	sl_log_init("watcher", sl_log_level_parse(w.cfg.log_level));
 	install_signals();
 	w.repair_backoff = WATCHER_BACKOFF_MIN_MS;
+	if (!(w.health = sl_health_new(w.cfg.http, "watcher", errstr, sizeof(errstr)))) {
+		SL_ERROR("%s", errstr);
+		status = SL_ERR_CONFIG;
+		goto out;
+	}
+	register_metrics(&w);
 
 	if (!(w.flows = watcher_flows_load(&w.cfg, errstr, sizeof(errstr)))) {
 		SL_ERROR("%s", errstr);
@@ -276,7 +322,10 @@ int main(int argc, char **argv)
 	watcher_scanner_schedule(w.scanner, 0);
 	SL_INFO("watcher started: %zu flow(s), %s", w.flows->nflows,
 		w.ino ? "inotify" : "polling");
+	update_gauges(&w);
+	sl_health_set_ready(w.health, 1);
 	run(&w);
+	sl_health_set_ready(w.health, 0);
 	SL_INFO("stopping: flushing run requests");
 	status = 0;
 out:
@@ -287,6 +336,7 @@ out:
 		watcher_inotify_unwatch_all(w.ino, w.flows);
 	watcher_inotify_destroy(w.ino);
 	watcher_flows_destroy(w.flows);
+	sl_health_destroy(w.health);
 	sl_config_free(watcher_config_table, &w.cfg);
 	return status;
 }

@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sluice/kafka.h"
 #include "sluice/log.h"
@@ -236,6 +237,9 @@ int watcher_publisher_service(struct watcher_publisher *p, int timeout_ms)
 			p->used--;
 			retry = 1;
 		} else if (s->state == PENDING_DELIVERED) {
+			/* fault suite (tests/faults): die after delivery, before the cursor */
+			if (getenv("SLUICE_FAULT_CRASH_BEFORE_CURSOR"))
+				_exit(137);
 			if (watcher_cursor_record(p->cursor, s->flow, s->sha, s->run_id) !=
 			    SL_OK) {
 				retry = 1; /* kept: recorded on a later call */

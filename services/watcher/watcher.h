@@ -31,6 +31,7 @@ struct watcher_config {
 	long settle_ms;
 	char *log_level;
 	long max_file_size;
+	char *http; /* health/metrics listen address, "" = off */
 };
 
 extern const struct sl_config_entry watcher_config_table[];

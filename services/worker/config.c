@@ -29,6 +29,12 @@ const struct sl_config_entry worker_config_table[] = {
 	 "per-run scratch directories <work-dir>/<run id> (SLUICE_WORK_DIR of a task)"},
 	{"kill-grace", SL_CFG_DURATION, "2s", F(kill_grace_ms),
 	 "time between SIGTERM and SIGKILL when a task is stopped (timeout, lease lost, stop)"},
+	{"drain-timeout", SL_CFG_DURATION, "20s", F(drain_timeout_ms),
+	 "on SIGTERM, running tasks get this long to finish; then they are stopped and their "
+	 "leases released so the planner re-dispatches them (0: wait for them however long)"},
+	{"http", SL_CFG_STR, "", F(http),
+	 "serve /healthz, /readyz and /metrics on host:port (e.g. 127.0.0.1:9464; :0 picks a "
+	 "port); empty: off"},
 	{NULL, 0, NULL, 0, NULL},
 };
 
@@ -44,6 +50,13 @@ static int valid_queue(const char *q)
 		      (*q >= '0' && *q <= '9') || *q == '.' || *q == '_' || *q == '-'))
 			return 0;
 	return 1;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && !strcmp(s + n - m, suffix);
 }
 
 /* Keeps hostname characters that are safe in ids and keys; returns the length written. */
@@ -78,6 +91,12 @@ enum sl_err worker_config_finish(struct worker_config *cfg, char *errstr, size_t
 			 WORKER_QUEUE_MAX, cfg->queue ? cfg->queue : "");
 		return SL_ERR_CONFIG;
 	}
+	if (ends_with(cfg->queue, ".high") || ends_with(cfg->queue, ".low")) {
+		/* sluice.tasks.<q>.high is the high band of queue <q>, not a queue of its own. */
+		snprintf(errstr, errlen, "queue \"%s\" must not end in .high or .low (those name "
+			 "priority bands)", cfg->queue);
+		return SL_ERR_CONFIG;
+	}
 	if (cfg->slots < 1 || cfg->slots > WORKER_MAX_SLOTS) {
 		snprintf(errstr, errlen, "slots must be between 1 and %d, got %ld", WORKER_MAX_SLOTS,
 			 cfg->slots);
@@ -88,8 +107,8 @@ enum sl_err worker_config_finish(struct worker_config *cfg, char *errstr, size_t
 			 WORKER_MIN_LEASE_TTL_MS);
 		return SL_ERR_CONFIG;
 	}
-	if (cfg->kill_grace_ms < 0) {
-		snprintf(errstr, errlen, "kill-grace must not be negative");
+	if (cfg->kill_grace_ms < 0 || cfg->drain_timeout_ms < 0) {
+		snprintf(errstr, errlen, "kill-grace and drain-timeout must not be negative");
 		return SL_ERR_CONFIG;
 	}
 	if (!cfg->work_dir || cfg->work_dir[0] != '/' || strlen(cfg->work_dir) > 1024) {

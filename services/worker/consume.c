@@ -8,10 +8,12 @@
 #include "sluice/util.h"
 #include "worker.h"
 
-/* Fetched messages not yet handled, in arrival order. Handling strictly in this order keeps
- * stored offsets from passing a message that still waits (offsets are per partition). */
+/* Fetched messages not yet handled, in arrival order, with their priority band. The next one
+ * handled is the highest priority among the first waiting message of each partition
+ * (pending_pick), so stored offsets never pass a message that still waits in its partition. */
 struct pending {
 	rd_kafka_message_t *m[WORKER_PENDING_MAX];
+	int prio[WORKER_PENDING_MAX]; /* 1 high, 0 normal, -1 low: from the topic's band */
 	size_t head;
 	size_t n;
 };
@@ -125,7 +127,8 @@ static enum handled handle(struct worker *w, rd_kafka_message_t *m)
 			 d->map_index, d->attempt);
 		break;
 	case SL_ERR_BUSY:
-		SL_DEBUG("dispatch %s/%s[%d] attempt %u is leased by another worker; dropped",
+		SL_DEBUG("dispatch %s/%s[%d] attempt %u is leased by another worker, or waits "
+			 "for a concurrency slot (the planner sends it again); dropped",
 			 d->run_id, d->task, d->map_index, d->attempt);
 		break;
 	default:
@@ -150,8 +153,20 @@ static void check_stop(struct worker *w)
 		atomic_store(&w->draining, 1);
 		pthread_cond_broadcast(&w->cond);
 		pthread_mutex_unlock(&w->lock);
+		sl_metric_set(w->m.draining, 1);
+		sl_health_set_ready(w->health, 0);
 		SL_INFO("draining (%s): taking no more tasks, finishing %d running",
 			sigs >= 1 ? "signal" : "drain requested", busy);
+	}
+	/* A signal bounds the drain (a drain request from the autoscaler does not): tasks still
+	 * running at the deadline are handed back like on a second signal. */
+	if (sigs >= 1 && !w->hand_back_at && w->cfg->drain_timeout_ms > 0)
+		w->hand_back_at = sl_mono_ms() + w->cfg->drain_timeout_ms;
+	if (w->hand_back_at && sl_mono_ms() >= w->hand_back_at && sigs < 2 &&
+	    !atomic_load(&w->hard_stop)) {
+		SL_WARN("drain timeout (%ld ms) passed: handing running tasks back",
+			w->cfg->drain_timeout_ms);
+		sigs = 2;
 	}
 	if (sigs >= 2 && !atomic_load(&w->hard_stop)) {
 		int busy;
@@ -161,14 +176,22 @@ static void check_stop(struct worker *w)
 		atomic_store(&w->hard_stop, 1);
 		pthread_cond_broadcast(&w->cond);
 		pthread_mutex_unlock(&w->lock);
-		SL_WARN("second stop signal: killing %d running tasks and releasing their leases",
+		SL_WARN("stopping %d running tasks and releasing their leases for re-dispatch",
 			busy);
 	}
 }
 
+/* The band of a fetched dispatch, from its topic (sluice.tasks.<queue>[.high|.low]). */
+static int band_of(const struct worker *w, const rd_kafka_message_t *m)
+{
+	const char *t = rd_kafka_topic_name(m->rkt);
+
+	return !strcmp(t, w->topic_high) ? 1 : !strcmp(t, w->topic_low) ? -1 : 0;
+}
+
 /* Pushes m to the back of p. When p is full (pausing should prevent it), rewinds m's
  * partition to m so it is fetched again, and drops m. */
-static void pending_push(struct pending *p, rd_kafka_message_t *m)
+static void pending_push(struct worker *w, struct pending *p, rd_kafka_message_t *m)
 {
 	if (p->n == WORKER_PENDING_MAX) {
 		rd_kafka_resp_err_t e = rd_kafka_seek(m->rkt, m->partition, m->offset, 1000);
@@ -180,17 +203,65 @@ static void pending_push(struct pending *p, rd_kafka_message_t *m)
 		return;
 	}
 	p->m[(p->head + p->n) % WORKER_PENDING_MAX] = m;
+	p->prio[(p->head + p->n) % WORKER_PENDING_MAX] = band_of(w, m);
 	p->n++;
+}
+
+static rd_kafka_message_t *pending_at(const struct pending *p, size_t i)
+{
+	return p->m[(p->head + i) % WORKER_PENDING_MAX];
+}
+
+static int same_partition(const rd_kafka_message_t *a, const rd_kafka_message_t *b)
+{
+	return a->partition == b->partition &&
+	       (a->rkt == b->rkt ||
+		!strcmp(rd_kafka_topic_name(a->rkt), rd_kafka_topic_name(b->rkt)));
+}
+
+/* Index (from the head) of the message to handle next: the highest band among the messages
+ * that are first of their partition in p, the oldest on a tie. p->n > 0. */
+static size_t pending_pick(const struct pending *p)
+{
+	size_t best = 0;
+	int best_prio = p->prio[p->head];
+
+	for (size_t i = 1; i < p->n; i++) {
+		size_t at = (p->head + i) % WORKER_PENDING_MAX;
+		rd_kafka_message_t *m = p->m[at];
+		int behind = 0;
+
+		if (p->prio[at] <= best_prio)
+			continue;
+		for (size_t j = 0; j < i && !behind; j++)
+			behind = same_partition(pending_at(p, j), m);
+		if (!behind) {
+			best = i;
+			best_prio = p->prio[at];
+		}
+	}
+	return best;
+}
+
+/* Removes and returns the message at index i (from the head), keeping the others in order. */
+static rd_kafka_message_t *pending_take(struct pending *p, size_t i)
+{
+	rd_kafka_message_t *m = pending_at(p, i);
+
+	for (; i + 1 < p->n; i++) {
+		size_t to = (p->head + i) % WORKER_PENDING_MAX, from = (to + 1) % WORKER_PENDING_MAX;
+
+		p->m[to] = p->m[from];
+		p->prio[to] = p->prio[from];
+	}
+	p->m[(p->head + p->n - 1) % WORKER_PENDING_MAX] = NULL;
+	p->n--;
+	return m;
 }
 
 static rd_kafka_message_t *pending_pop(struct pending *p)
 {
-	rd_kafka_message_t *m = p->m[p->head];
-
-	p->m[p->head] = NULL;
-	p->head = (p->head + 1) % WORKER_PENDING_MAX;
-	p->n--;
-	return m;
+	return pending_take(p, 0);
 }
 
 void worker_consume(struct worker *w)
@@ -199,7 +270,9 @@ void worker_consume(struct worker *w)
 	int64_t retry_at = 0;
 	long backoff = WORKER_BACKOFF_MIN_MS;
 	int paused = 0, failing = 0;
-	size_t prefetch = w->nslots < WORKER_PREFETCH_MAX ? (size_t)w->nslots : WORKER_PREFETCH_MAX;
+	/* Not one per slot: a worker with few slots must still see several waiting dispatches to
+	 * start the high-priority ones first. */
+	const size_t prefetch = WORKER_PREFETCH_MAX;
 
 	memset(&p, 0, sizeof(p));
 	for (;;) {
@@ -213,7 +286,9 @@ void worker_consume(struct worker *w)
 		if (draining && free_slots == w->nslots)
 			break;
 		while (!draining && p.n && free_slots > 0 && sl_mono_ms() >= retry_at) {
-			if (handle(w, p.m[p.head]) == HANDLED_RETRY) {
+			size_t next = pending_pick(&p);
+
+			if (handle(w, pending_at(&p, next)) == HANDLED_RETRY) {
 				if (!failing++)
 					SL_WARN("cannot take dispatches (redis or kafka unavailable); "
 						"retrying with backoff");
@@ -227,12 +302,12 @@ void worker_consume(struct worker *w)
 				failing = 0;
 			}
 			backoff = WORKER_BACKOFF_MIN_MS;
-			rd_kafka_message_destroy(pending_pop(&p));
+			rd_kafka_message_destroy(pending_take(&p, next));
 			free_slots = worker_free_slots(w);
 		}
 		/* Paused, the consumer is still polled, so the group keeps us as a member. A few
-		 * fetched dispatches (one per slot, at most WORKER_PREFETCH_MAX) wait here unleased while every slot is
-		 * busy: a resumed partition is fetched again only after up to fetch.wait.max.ms,
+		 * fetched dispatches (up to WORKER_PREFETCH_MAX) wait here unleased while every
+		 * slot is busy: a resumed partition is fetched again only after up to fetch.wait.max.ms,
 		 * and slots freeing meanwhile should not idle that long. */
 		want_pause = draining || failing || p.n >= prefetch;
 		if (want_pause != paused) {
@@ -248,7 +323,8 @@ void worker_consume(struct worker *w)
 			m = sl_kafka_consumer_poll(w->consumer, 50);
 		}
 		if (m)
-			pending_push(&p, m);
+			pending_push(w, &p, m);
+		sl_metric_set(w->m.waiting, (int64_t)p.n);
 		sl_kafka_producer_poll(w->producer, 0);
 	}
 	/* Messages without a lease are not stored: the group hands them to another member. */

@@ -41,6 +41,7 @@ void *worker_lease_main(void *arg)
 			rn.attempt = s->job->attempt;
 			rn.ttl_ms = s->ttl_ms;
 			rn.gen = s->gen;
+			int64_t sent = now; /* the new expiry counts from here, not from the reply */
 			pthread_mutex_unlock(&w->lock);
 			err = sl_state_lease_renew(w->lease_st, rn.run, rn.task, rn.idx, rn.attempt,
 						   w->cfg->id, rn.ttl_ms);
@@ -50,10 +51,14 @@ void *worker_lease_main(void *arg)
 			now = sl_mono_ms();
 			if (err == SL_OK) {
 				s->next_renew_ms = now + rn.ttl_ms / 3;
+				atomic_store(&s->stop_by_ms, worker_lease_stop_by(w, sent, rn.ttl_ms));
 				if (failing) {
 					SL_INFO("lease renewal works again");
 					failing = 0;
 				}
+			} else if (err == SL_ERR_STALE && s->delivery == WORKER_DELIVERY_OK) {
+				/* The result is out and the slot released the lease: not a loss. */
+				s->next_renew_ms = now + rn.ttl_ms / 3;
 			} else if (err == SL_ERR_STALE) {
 				atomic_store(&s->lost, 1);
 				pthread_cond_broadcast(&w->cond);

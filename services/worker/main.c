@@ -1,4 +1,5 @@
 /* main.c - sluice-worker: runs task instances of one queue; SIGTERM drains, a second kills. */
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -53,6 +54,8 @@ int main(int argc, char **argv)
 	}
 	sl_log_init("worker", sl_log_level_parse(cfg.log_level));
 	install_signals();
+	/* Before any thread: curl_global_init is not thread-safe (http_get runs on slots). */
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (!(w = worker_new(&cfg, &stop_signals, errstr, sizeof(errstr)))) {
 		if (stop_signals) {
 			err = SL_OK;
@@ -66,5 +69,6 @@ int main(int argc, char **argv)
 out:
 	worker_destroy(w);
 	sl_config_free(worker_config_table, &cfg);
+	curl_global_cleanup();
 	return (int)err;
 }

@@ -14,10 +14,25 @@
 /* Environment variables sluice sets for every command task (after the dispatch's own). */
 #define RUN_SLUICE_ENV 7
 
+int64_t worker_lease_stop_by(const struct worker *w, int64_t sent_ms, long ttl_ms)
+{
+	long margin = w->cfg->kill_grace_ms + ttl_ms / 10;
+
+	/* At most ttl/3: renewals go out every ttl/3, and a busy machine delays them a little. */
+	if (margin > ttl_ms / 3)
+		margin = ttl_ms / 3;
+	return sent_ms + ttl_ms - margin;
+}
+
 int worker_slot_should_stop(void *slot)
 {
 	struct worker_slot *s = slot;
+	int64_t by = (int64_t)atomic_load(&s->stop_by_ms);
 
+	if (by && sl_mono_ms() >= by && !atomic_exchange(&s->lost, 1))
+		SL_WARN("slot %d: lease not renewed in time (redis unreachable?): stopping the "
+			"task before the lease can lapse; nothing will be published",
+			s->index);
 	return atomic_load(&s->lost) || atomic_load(&s->w->hard_stop);
 }
 
@@ -178,9 +193,14 @@ void worker_run_instance(struct worker_slot *s, const Sluice__V1__TaskDispatch *
 	out->started_ms = sl_now_ms();
 	if (d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN) {
 		int64_t deadline = d->timeout_ms ? sl_mono_ms() + (int64_t)d->timeout_ms : 0;
+		char dir[PATH_MAX];
 
-		worker_builtin_run(d->builtin, d->input.data, d->input.len, worker_slot_should_stop,
-				   s, deadline, out);
+		/* Run ids hold no '/' and do not start with '.' (checked on arrival). */
+		if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", s->w->cfg->work_dir, d->run_id) >=
+		    sizeof(dir))
+			dir[0] = '\0';
+		worker_builtin_run(d->builtin, d->input.data, d->input.len, dir[0] ? dir : NULL,
+				   worker_slot_should_stop, s, deadline, out);
 		if (out->status == SLUICE__V1__TASK_STATUS__TASK_STATUS_TIMED_OUT)
 			snprintf(out->error, sizeof(out->error), "timed out after %u ms",
 				 (unsigned)d->timeout_ms);

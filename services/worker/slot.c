@@ -41,10 +41,14 @@ int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_m
 		s->job = d;
 		s->ttl_ms = ttl_ms;
 		s->next_renew_ms = sl_mono_ms() + ttl_ms / 3;
+		/* The lease was taken just before (consume.c), so now is a hair late: the margin
+		 * of worker_lease_stop_by() covers it. */
+		atomic_store(&s->stop_by_ms, worker_lease_stop_by(w, sl_mono_ms(), ttl_ms));
 		s->gen++;
 		s->delivery = WORKER_DELIVERY_NONE;
 		atomic_store(&s->lost, 0);
 		w->nbusy++;
+		sl_metric_set(w->m.busy, w->nbusy);
 		pthread_cond_broadcast(&w->cond);
 		rc = 0;
 		break;
@@ -89,13 +93,20 @@ static void execute(struct worker_slot *s, const Sluice__V1__TaskDispatch *d)
 		 d->map_index, d->attempt,
 		 d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN ? "builtin" : "command",
 		 d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN ? d->builtin : d->argv[0]);
+	sl_metric_inc(s->w->m.started);
 	worker_run_instance(s, d, &out);
+	/* Evaluated once more (it sets s->lost once stop_by_ms passed): a task that ended on its
+	 * own after its lease could lapse (Redis unreachable) publishes nothing either. */
+	worker_slot_should_stop(s);
 	if (atomic_load(&s->lost)) {
+		sl_metric_inc(s->w->m.leases_lost);
+		sl_metric_inc(s->w->m.stopped);
 		SL_INFO("%s/%s[%d] attempt %u: lease lost, task stopped, no result published",
 			d->run_id, d->task, d->map_index, d->attempt);
 		goto out;
 	}
 	if (out.stopped) {
+		sl_metric_inc(s->w->m.stopped);
 		SL_INFO("%s/%s[%d] attempt %u: stopped by shutdown; lease released for re-dispatch",
 			d->run_id, d->task, d->map_index, d->attempt);
 		release_lease(s, d);
@@ -107,6 +118,8 @@ static void execute(struct worker_slot *s, const Sluice__V1__TaskDispatch *d)
 		 out.error);
 	/* A failed delivery is logged by the producer; releasing the lease then lets the
 	 * planner's reaper re-dispatch instead of waiting for the lease to lapse. */
+	sl_metric_inc(out.status == SLUICE__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED ? s->w->m.succeeded
+										   : s->w->m.failed);
 	worker_result_publish(s, d, &out);
 	release_lease(s, d);
 out:
@@ -135,6 +148,7 @@ void *worker_slot_main(void *arg)
 		s->job = NULL;
 		s->delivery = WORKER_DELIVERY_NONE;
 		w->nbusy--;
+		sl_metric_set(w->m.busy, w->nbusy);
 		pthread_cond_broadcast(&w->cond);
 		/* The lease thread copies what it needs under the lock, so d may go now. */
 		pthread_mutex_unlock(&w->lock);

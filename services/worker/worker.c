@@ -69,14 +69,15 @@ struct sl_state *worker_state_connect(struct worker *w, const char *what)
 static enum sl_err ensure_topics(struct worker *w)
 {
 	/* The dead-letter topic too: a dead letter to a missing topic would wait minutes to fail. */
-	const char *topics[] = {w->topic, SL_TOPIC_RESULTS, SL_TOPIC_DEADLETTER};
+	const char *topics[] = {w->topic, w->topic_high, w->topic_low, SL_TOPIC_RESULTS,
+				SL_TOPIC_DEADLETTER};
 	long backoff = WORKER_BACKOFF_MIN_MS;
 	int warned = 0;
 
 	for (;;) {
 		char errstr[256] = "";
 
-		if (sl_kafka_topics_ensure(w->cfg->kafka_brokers, topics, 3,
+		if (sl_kafka_topics_ensure(w->cfg->kafka_brokers, topics, 5,
 					   WORKER_TOPIC_PARTITIONS, errstr, sizeof(errstr)) == SL_OK)
 			return SL_OK;
 		if (!warned++)
@@ -110,12 +111,37 @@ static void warm_up(struct worker *w)
 	rd_kafka_topic_destroy(t);
 }
 
+static void register_metrics(struct worker *w)
+{
+	struct sl_health *h = w->health;
+
+	w->m.started = sl_health_counter(h, "sluice_worker_tasks_started_total",
+					 "Task instances started on this worker.");
+	w->m.succeeded = sl_health_counter(h, "sluice_worker_tasks_succeeded_total",
+					   "Task instances that ended SUCCEEDED (result published).");
+	w->m.failed = sl_health_counter(h, "sluice_worker_tasks_failed_total",
+					"Task instances that ended FAILED or TIMED_OUT.");
+	w->m.stopped = sl_health_counter(h, "sluice_worker_tasks_stopped_total",
+					 "Task instances stopped without a result (lease lost, "
+					 "hard stop, cancellation).");
+	w->m.leases_lost = sl_health_counter(h, "sluice_worker_leases_lost_total",
+					     "Leases lost while their task ran (task killed, "
+					     "nothing published).");
+	w->m.busy = sl_health_gauge(h, "sluice_worker_busy_slots", "Slots running a task.");
+	w->m.slots = sl_health_gauge(h, "sluice_worker_slots", "Slots of this worker.");
+	w->m.waiting = sl_health_gauge(h, "sluice_worker_dispatches_waiting",
+				       "Fetched dispatches waiting for a slot (unleased).");
+	w->m.draining = sl_health_gauge(h, "sluice_worker_draining",
+					"1 while draining (taking no more dispatches).");
+	sl_metric_set(w->m.slots, w->cfg->slots);
+}
+
 struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t *stop_signals,
 			  char *errstr, size_t errlen)
 {
 	struct worker *w = calloc(1, sizeof(*w));
 	pthread_condattr_t ca;
-	const char *topics[1];
+	const char *topics[3];
 
 	if (!w) {
 		snprintf(errstr, errlen, "out of memory");
@@ -123,7 +149,16 @@ struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t
 	}
 	w->cfg = cfg;
 	w->stop_signals = stop_signals;
+	/* First, so /healthz answers (and /readyz says 503) while Kafka and Redis are awaited. */
+	if (!(w->health = sl_health_new(cfg->http, "worker", errstr, errlen)))
+		goto fail_early;
+	if (sl_health_port(w->health))
+		SL_INFO("serving /healthz, /readyz and /metrics on port %d",
+			sl_health_port(w->health));
+	register_metrics(w);
 	snprintf(w->topic, sizeof(w->topic), "%s%s", SL_TOPIC_TASKS_PREFIX, cfg->queue);
+	snprintf(w->topic_high, sizeof(w->topic_high), "%s.high", w->topic);
+	snprintf(w->topic_low, sizeof(w->topic_low), "%s.low", w->topic);
 	snprintf(w->group, sizeof(w->group), "sluice-workers.%s", cfg->queue);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -162,13 +197,19 @@ struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t
 			goto fail;
 		}
 	}
-	topics[0] = w->topic;
-	if (!(w->consumer = sl_kafka_consumer_new(cfg->kafka_brokers, w->group, topics, 1, errstr,
+	/* The three priority bands of the queue, in one group (see consume.c's pending_pick). */
+	topics[0] = w->topic_high;
+	topics[1] = w->topic;
+	topics[2] = w->topic_low;
+	if (!(w->consumer = sl_kafka_consumer_new(cfg->kafka_brokers, w->group, topics, 3, errstr,
 						  errlen)))
 		goto fail;
 	return w;
 fail:
 	worker_destroy(w);
+	return NULL;
+fail_early:
+	free(w);
 	return NULL;
 }
 
@@ -229,14 +270,18 @@ enum sl_err worker_run(struct worker *w)
 		goto out;
 	}
 	w->registry_started = 1;
-	SL_INFO("worker %s started: queue %s (topic %s, group %s), %d slots, lease ttl %ld ms",
-		w->cfg->id, w->cfg->queue, w->topic, w->group, w->nslots, w->cfg->lease_ttl_ms);
+	sl_health_set_ready(w->health, 1);
+	SL_INFO("worker %s started: queue %s (topics %s, %s, %s, group %s), %d slots, lease ttl "
+		"%ld ms",
+		w->cfg->id, w->cfg->queue, w->topic_high, w->topic, w->topic_low, w->group,
+		w->nslots, w->cfg->lease_ttl_ms);
 	worker_consume(w);
 out:
 	if (err != SL_OK) {
 		/* Nothing was taken yet; a failed start needs no drain. */
 		atomic_store(&w->draining, 1);
 	}
+	sl_health_set_ready(w->health, 0);
 	stop_threads(w);
 	SL_INFO("worker %s stopped", w->cfg->id);
 	return err;
@@ -258,6 +303,7 @@ void worker_destroy(struct worker *w)
 	sl_state_destroy(w->lease_st);
 	sl_state_destroy(w->reg_st);
 	free(w->slots);
+	sl_health_destroy(w->health);
 	if (w->lock_ready) {
 		pthread_cond_destroy(&w->cond);
 		pthread_mutex_destroy(&w->lock);

@@ -11,6 +11,7 @@
 
 #include "sluice/config.h"
 #include "sluice/err.h"
+#include "sluice/health.h"
 #include "sluice/v1/sluice.pb-c.h"
 
 #define WORKER_ID_MAX 128      /* worker id (flag or generated) */
@@ -41,6 +42,8 @@ struct worker_config {
 	char *log_level;
 	char *work_dir;
 	long kill_grace_ms;
+	char *http; /* health/metrics listen address, "" = off */
+	long drain_timeout_ms; /* after SIGTERM: running tasks get this long, then are handed back */
 };
 
 extern const struct sl_config_entry worker_config_table[];
@@ -72,14 +75,30 @@ struct worker_slot {
 	int64_t next_renew_ms; /* monotonic */
 	unsigned gen;          /* bumped per job, so the lease thread can tell jobs apart */
 	enum worker_delivery delivery;
-	/* Set by the lease thread when the lease is lost: stop the task, publish nothing. */
+	/* Set by the lease thread when the lease is lost, or by worker_slot_should_stop() once
+	 * stop_by_ms passed: stop the task, publish nothing. */
 	atomic_int lost;
+	/* Monotonic ms by which the task must be stopped unless a renewal succeeds first: the
+	 * lease's expiry (counted from when the acquire or renewal was sent) minus a margin, see
+	 * worker_lease_stop_by(). Checked where the task polls for a stop, so an unreachable or
+	 * hung Redis cannot keep a task running past its lease. */
+	atomic_llong stop_by_ms;
+};
+
+/* The worker's Prometheus metrics (owned by worker.health; any may be NULL). */
+struct worker_metrics {
+	struct sl_metric *started, *succeeded, *failed, *stopped, *leases_lost;
+	struct sl_metric *busy, *slots, *waiting, *draining;
 };
 
 struct worker {
 	const struct worker_config *cfg;   /* borrowed from main */
+	struct sl_health *health;          /* /healthz, /readyz, /metrics (server off if no --http) */
+	struct worker_metrics m;
 	volatile sig_atomic_t *stop_signals; /* borrowed from main: SIGTERM/SIGINT seen (0-2) */
-	char topic[sizeof("sluice.tasks.") + WORKER_QUEUE_MAX];
+	char topic[sizeof("sluice.tasks.") + WORKER_QUEUE_MAX]; /* the normal band */
+	char topic_high[sizeof("sluice.tasks..high") + WORKER_QUEUE_MAX];
+	char topic_low[sizeof("sluice.tasks..low") + WORKER_QUEUE_MAX];
 	char group[sizeof("sluice-workers.") + WORKER_QUEUE_MAX];
 	struct sl_kafka_producer *producer;
 	struct sl_kafka_consumer *consumer;
@@ -95,6 +114,7 @@ struct worker {
 	atomic_int draining;        /* take no more dispatches; finish what is held */
 	atomic_int drain_requested; /* the registry says drain (set by the registry thread) */
 	atomic_int hard_stop;       /* stop tasks now, release their leases, publish nothing */
+	int64_t hand_back_at;       /* consume loop: monotonic ms of the drain timeout, 0 = none */
 	atomic_int quit;            /* threads leave their loops */
 	pthread_t lease_thread, registry_thread;
 	int lease_started, registry_started;
@@ -171,9 +191,11 @@ int worker_slot_should_stop(void *slot);
 /* ---- builtins.c ---- */
 
 /* Runs builtin name with input (JSON text, borrowed; may be empty) and fills out's status,
- * output and error. should_stop(ud) is polled by long builtins; deadline_ms (monotonic,
- * 0 = none) makes them TIMED_OUT. */
-void worker_builtin_run(const char *name, const void *input, size_t len,
+ * output and error. run_dir (borrowed, may be NULL) is the run's work dir, absolute; it is
+ * created when a builtin writes there (http_get). should_stop(ud) is polled by long
+ * builtins (stopped: out->stopped set, nothing kept); deadline_ms (monotonic, 0 = none)
+ * makes them TIMED_OUT. Uses libcurl: the process calls curl_global_init() first. */
+void worker_builtin_run(const char *name, const void *input, size_t len, const char *run_dir,
 			int (*should_stop)(void *), void *ud, int64_t deadline_ms,
 			struct worker_outcome *out);
 
@@ -193,6 +215,12 @@ void worker_on_delivery(void *opaque, enum sl_err err, const char *reason, void 
 
 /* Lease thread: renews every held lease each ttl/3; marks a slot lost on SL_ERR_STALE. */
 void *worker_lease_main(void *arg);
+
+/* When a task whose lease (ttl_ms) was acquired or renewed by a request sent at sent_ms must
+ * be stopped if no renewal succeeds meanwhile: sent_ms + ttl_ms - min(ttl_ms / 3,
+ * kill-grace + ttl_ms / 10), so that SIGTERM, and for ttl >= 3 x kill-grace the SIGKILL too,
+ * come before the lease can lapse and be handed to another worker. */
+int64_t worker_lease_stop_by(const struct worker *w, int64_t sent_ms, long ttl_ms);
 
 /* ---- registry.c ---- */
 

@@ -1,4 +1,5 @@
-/* expr.c - the small expression language inside ${...}: literals, names, .key, [i], calls. */
+/* expr.c - the small expression language inside ${...}: literals, names, .key, [i], calls,
+ * comparisons and the boolean operators of when: conditions. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -15,6 +16,19 @@ enum ex_kind {
 	EX_INDEX,  /* obj[idx] */
 	EX_CALL,   /* name(args) */
 	EX_LIST,   /* [args] */
+	EX_NOT,    /* !obj */
+	EX_BINOP,  /* obj <op> idx */
+};
+
+enum ex_op {
+	OP_OR,
+	OP_AND,
+	OP_EQ,
+	OP_NE,
+	OP_LT,
+	OP_LE,
+	OP_GT,
+	OP_GE,
 };
 
 struct sl_expr {
@@ -25,6 +39,7 @@ struct sl_expr {
 	struct sl_expr *idx;
 	struct sl_expr **args;
 	size_t nargs;
+	enum ex_op op; /* EX_BINOP: obj is the left operand, idx the right one */
 };
 
 enum tok {
@@ -44,6 +59,15 @@ enum tok {
 	T_COMMA,
 	T_DOLLAR, /* "${" */
 	T_RBRACE,
+	T_NOT,
+	T_AND,
+	T_OR,
+	T_EQ,
+	T_NE,
+	T_LT,
+	T_LE,
+	T_GT,
+	T_GE,
 };
 
 struct parser {
@@ -298,6 +322,38 @@ static int lex_number(struct parser *p)
 	return 0;
 }
 
+/* Lexes an operator starting with c. Returns 1 when it was one, 0 when c starts no operator,
+ * -1 after an error. */
+static int lex_operator(struct parser *p, unsigned char c)
+{
+	char d = p->pos + 1 < p->len ? p->s[p->pos + 1] : '\0';
+
+	switch (c) {
+	case '!': p->tok = d == '=' ? T_NE : T_NOT; break;
+	case '<': p->tok = d == '=' ? T_LE : T_LT; break;
+	case '>': p->tok = d == '=' ? T_GE : T_GT; break;
+	case '=':
+		if (d != '=') {
+			perr(p, "'=' is not an operator (compare with '==')");
+			return -1;
+		}
+		p->tok = T_EQ;
+		break;
+	case '&':
+	case '|':
+		if (d != (char)c) {
+			perr(p, "'%c' is not an operator (use '%c%c')", c, c, c);
+			return -1;
+		}
+		p->tok = c == '&' ? T_AND : T_OR;
+		break;
+	default:
+		return 0;
+	}
+	p->pos += (p->tok == T_NOT || p->tok == T_LT || p->tok == T_GT) ? 1 : 2;
+	return 1;
+}
+
 /* Reads the next token into p->tok. Returns -1 on a lexical error. */
 static int next(struct parser *p)
 {
@@ -338,6 +394,10 @@ static int next(struct parser *p)
 	} else if (c == '$' && p->pos + 1 < p->len && p->s[p->pos + 1] == '{') {
 		p->tok = T_DOLLAR;
 		p->pos += 2;
+	} else if (lex_operator(p, c) > 0) {
+		/* p->tok and p->pos set */
+	} else if (p->failed) {
+		return -1;
 	} else {
 		switch (c) {
 		case '.': p->tok = T_DOT; break;
@@ -373,6 +433,15 @@ static const char *tok_name(enum tok t)
 	case T_COMMA: return "','";
 	case T_DOLLAR: return "'${'";
 	case T_RBRACE: return "'}'";
+	case T_NOT: return "'!'";
+	case T_AND: return "'&&'";
+	case T_OR: return "'||'";
+	case T_EQ: return "'=='";
+	case T_NE: return "'!='";
+	case T_LT: return "'<'";
+	case T_LE: return "'<='";
+	case T_GT: return "'>'";
+	case T_GE: return "'>='";
 	}
 	return "?";
 }
@@ -525,9 +594,10 @@ fail:
 	return NULL;
 }
 
-static struct sl_expr *parse_expr(struct parser *p)
+static struct sl_expr *parse_postfix(struct parser *p)
 {
 	struct sl_expr *e;
+	int added = 0;
 
 	if (++p->depth > SL_EXPR_MAX_DEPTH) {
 		perr(p, "nested too deeply");
@@ -538,6 +608,12 @@ static struct sl_expr *parse_expr(struct parser *p)
 		struct sl_expr *m;
 		int dot = p->tok == T_DOT;
 
+		/* Each step nests the tree one level: bound it like parentheses. */
+		if (++p->depth > SL_EXPR_MAX_DEPTH) {
+			perr(p, "nested too deeply");
+			goto fail;
+		}
+		added++;
 		if (!(m = node_new(p, dot ? EX_MEMBER : EX_INDEX)))
 			goto fail;
 		m->obj = e;
@@ -557,11 +633,131 @@ static struct sl_expr *parse_expr(struct parser *p)
 				goto fail;
 		}
 	}
-	p->depth--;
+	p->depth -= added + 1;
 	return e;
 fail:
 	sl_expr_free(e);
 	return NULL;
+}
+
+static struct sl_expr *binop_new(struct parser *p, enum ex_op op, struct sl_expr *l,
+				 struct sl_expr *r)
+{
+	struct sl_expr *e = node_new(p, EX_BINOP);
+
+	if (!e) {
+		sl_expr_free(l);
+		sl_expr_free(r);
+		return NULL;
+	}
+	e->op = op;
+	e->obj = l;
+	e->idx = r;
+	return e;
+}
+
+/* unary := '!' unary | postfix */
+static struct sl_expr *parse_unary(struct parser *p)
+{
+	struct sl_expr *e, *inner;
+
+	if (p->tok != T_NOT)
+		return parse_postfix(p);
+	if (++p->depth > SL_EXPR_MAX_DEPTH) {
+		perr(p, "nested too deeply");
+		return NULL;
+	}
+	if (next(p) < 0 || !(inner = parse_unary(p)))
+		return NULL;
+	if (!(e = node_new(p, EX_NOT))) {
+		sl_expr_free(inner);
+		return NULL;
+	}
+	e->obj = inner;
+	p->depth--;
+	return e;
+}
+
+/* cmp := unary (('==' | '!=' | '<' | '<=' | '>' | '>=') unary)?  (no chains: a < b < c) */
+static struct sl_expr *parse_cmp(struct parser *p)
+{
+	struct sl_expr *l = parse_unary(p), *r;
+	enum ex_op op;
+
+	if (!l)
+		return NULL;
+	switch (p->tok) {
+	case T_EQ: op = OP_EQ; break;
+	case T_NE: op = OP_NE; break;
+	case T_LT: op = OP_LT; break;
+	case T_LE: op = OP_LE; break;
+	case T_GT: op = OP_GT; break;
+	case T_GE: op = OP_GE; break;
+	default: return l;
+	}
+	if (next(p) < 0 || !(r = parse_unary(p))) {
+		sl_expr_free(l);
+		return NULL;
+	}
+	if (p->tok >= T_EQ && p->tok <= T_GE) {
+		perr(p, "comparisons do not chain (write a < b && b < c)");
+		sl_expr_free(l);
+		sl_expr_free(r);
+		return NULL;
+	}
+	return binop_new(p, op, l, r);
+}
+
+/* and := cmp ('&&' cmp)* */
+static struct sl_expr *parse_and(struct parser *p)
+{
+	struct sl_expr *e = parse_cmp(p), *r;
+	int added = 0;
+
+	while (e && p->tok == T_AND) {
+		/* a && b && c nests to the left: each operand is a level */
+		if (++p->depth > SL_EXPR_MAX_DEPTH) {
+			perr(p, "nested too deeply");
+			sl_expr_free(e);
+			return NULL;
+		}
+		added++;
+		if (next(p) < 0 || !(r = parse_cmp(p))) {
+			sl_expr_free(e);
+			return NULL;
+		}
+		e = binop_new(p, OP_AND, e, r);
+	}
+	p->depth -= added;
+	return e;
+}
+
+/* expr := and ('||' and)* */
+static struct sl_expr *parse_expr(struct parser *p)
+{
+	struct sl_expr *e, *r;
+	int added = 0;
+
+	if (++p->depth > SL_EXPR_MAX_DEPTH) {
+		perr(p, "nested too deeply");
+		return NULL;
+	}
+	e = parse_and(p);
+	while (e && p->tok == T_OR) {
+		if (++p->depth > SL_EXPR_MAX_DEPTH) {
+			perr(p, "nested too deeply");
+			sl_expr_free(e);
+			return NULL;
+		}
+		added++;
+		if (next(p) < 0 || !(r = parse_and(p))) {
+			sl_expr_free(e);
+			return NULL;
+		}
+		e = binop_new(p, OP_OR, e, r);
+	}
+	p->depth -= added + 1;
+	return e;
 }
 
 struct sl_expr *sl_expr_parse(const char *s, size_t len, char *err, size_t errlen)
@@ -680,6 +876,12 @@ int sl_expr_check(const struct sl_expr *e, const struct sl_expr_scope *scope, ch
 			if (sl_expr_check(e->args[i], scope, err, errlen) < 0)
 				return -1;
 		return 0;
+	case EX_NOT:
+		return sl_expr_check(e->obj, scope, err, errlen);
+	case EX_BINOP:
+		if (sl_expr_check(e->obj, scope, err, errlen) < 0)
+			return -1;
+		return sl_expr_check(e->idx, scope, err, errlen);
 	}
 	return 0;
 }
@@ -946,9 +1148,92 @@ out:
 	return v;
 }
 
+int sl_json_truthy(json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: return json_object_size(v) > 0;
+	case JSON_ARRAY: return json_array_size(v) > 0;
+	case JSON_STRING: return json_string_length(v) > 0;
+	case JSON_INTEGER: return json_integer_value(v) != 0;
+	case JSON_REAL: return json_real_value(v) != 0.0;
+	case JSON_TRUE: return 1;
+	default: return 0;
+	}
+}
+
+/* -1, 0 or 1 for two numbers; exact for two ints. */
+static int num_cmp(json_t *a, json_t *b)
+{
+	if (json_is_integer(a) && json_is_integer(b)) {
+		json_int_t x = json_integer_value(a), y = json_integer_value(b);
+		return (x > y) - (x < y);
+	}
+	long double x = json_is_integer(a) ? (long double)json_integer_value(a) : json_real_value(a);
+	long double y = json_is_integer(b) ? (long double)json_integer_value(b) : json_real_value(b);
+	return (x > y) - (x < y);
+}
+
+static json_t *eval_binop(const struct sl_expr *e, struct evalenv *env)
+{
+	json_t *l = NULL, *r = NULL, *v = NULL;
+	int c = 0, res;
+
+	if (!(l = eval(e->obj, env)))
+		return NULL;
+	/* && and || look at the right side only when they must, and give a bool. */
+	if (e->op == OP_AND || e->op == OP_OR) {
+		res = sl_json_truthy(l);
+		if ((e->op == OP_AND && res) || (e->op == OP_OR && !res)) {
+			if (!(r = eval(e->idx, env)))
+				goto out;
+			res = sl_json_truthy(r);
+		}
+		v = json_boolean(res);
+		goto out;
+	}
+	if (!(r = eval(e->idx, env)))
+		goto out;
+	if (json_is_number(l) && json_is_number(r)) {
+		c = num_cmp(l, r);
+	} else if (e->op == OP_EQ || e->op == OP_NE) {
+		c = json_equal(l, r) ? 0 : 1;
+	} else if (json_is_string(l) && json_is_string(r)) {
+		c = strcmp(json_string_value(l), json_string_value(r));
+		c = (c > 0) - (c < 0);
+	} else {
+		v = fail(env, SL_ERR_INVALID, "cannot compare %s with %s", type_name(l),
+			 type_name(r));
+		goto out;
+	}
+	switch (e->op) {
+	case OP_EQ: res = c == 0; break;
+	case OP_NE: res = c != 0; break;
+	case OP_LT: res = c < 0; break;
+	case OP_LE: res = c <= 0; break;
+	case OP_GT: res = c > 0; break;
+	default: res = c >= 0; break;
+	}
+	v = json_boolean(res);
+out:
+	json_decref(l);
+	json_decref(r);
+	return v;
+}
+
 static json_t *eval(const struct sl_expr *e, struct evalenv *env)
 {
 	switch (e->kind) {
+	case EX_NOT: {
+		json_t *v = eval(e->obj, env);
+		int res;
+		if (!v)
+			return NULL;
+		res = !sl_json_truthy(v);
+		json_decref(v);
+		return json_boolean(res);
+	}
+	case EX_BINOP:
+		return eval_binop(e, env);
 	case EX_LIT:
 		return json_incref(e->lit);
 	case EX_NAME:

@@ -14,7 +14,9 @@
 #define SL_FLOW_MAX_TEXT (16u << 20)    /* bytes of one rendered template or input */
 #define SL_FLOW_MAX_OUTPUT (1L << 20)   /* largest max_output a task may ask for */
 #define SL_FLOW_DEF_OUTPUT 65536L       /* max_output when neither the task nor defaults say */
+#ifndef SL_RANGE_MAX /* the fuzz build lowers it: docs/fuzzing.md */
 #define SL_RANGE_MAX 10000000LL         /* longest list range() may produce */
+#endif
 #define SL_EXPR_MAX_DEPTH 64            /* nesting of an expression */
 
 /* ---- expressions (expr.c) ---- */
@@ -32,6 +34,9 @@ void sl_expr_free(struct sl_expr *e);
  * NULL with *rc and err set. */
 json_t *sl_expr_eval(const struct sl_expr *e, const struct sl_expand_ctx *ctx, json_t *vars,
 		     enum sl_err *rc, char *err, size_t errlen);
+
+/* Python's truthiness: false, null, 0, 0.0, "", [] and {} are false, all else is true. */
+int sl_json_truthy(json_t *v);
 
 /* What a flow's template may refer to; used to check templates when a flow is parsed. */
 struct sl_expr_scope {

@@ -20,20 +20,23 @@
 #define MAX_JSON_DEPTH 64
 
 static const char *const root_keys[] = {"flow", "description", "params", "defaults",
-					"trigger", "tasks", NULL};
-static const char *const root_later[] = {"schedule", "concurrency", "catchup", NULL};
+					"trigger", "tasks", "concurrency", "schedule",
+					"catchup", NULL};
+static const char *const root_later[] = {NULL};
 static const char *const param_keys[] = {"type", "default", "description", NULL};
 static const char *const default_keys[] = {"retries", "retry_delay", "timeout", "queue",
-					   "priority", "max_output", NULL};
+					   "priority", "max_output", "retry_backoff", NULL};
 static const char *const trigger_keys[] = {"files", NULL};
 static const char *const trigger_later[] = {"schedule", NULL};
 static const char *const files_keys[] = {"dir", "glob", NULL};
 static const char *const task_keys[] = {"map", "command", "builtin", "input", "env", "after",
 					"retries", "retry_delay", "timeout", "queue", "priority",
-					"max_output", NULL};
-static const char *const task_later[] = {"when", "route", "cache", "cache_ttl", "tags",
-					 "resources", "retry_backoff", NULL};
-static const char *const builtins[] = {"noop", "sleep", "echo", "sum", NULL};
+					"max_output", "cache", "cache_ttl", "tags", "when", "route",
+					"trigger_rule", "retry_backoff", NULL};
+static const char *const task_later[] = {"resources", NULL};
+static const char *const backoff_keys[] = {"factor", "max", "jitter", NULL};
+static const char *const route_keys[] = {"when", "queue", NULL};
+static const char *const builtins[] = {"noop", "sleep", "echo", "sum", "http_get", "sha256", NULL};
 static const char *const reserved_vars[] = {"params", "tasks", "run", NULL};
 
 /* Task settings that `defaults:` provides and each task may override. */
@@ -44,6 +47,9 @@ struct settings {
 	char *queue;
 	int priority;
 	long max_output;
+	double backoff_factor; /* retry_backoff: */
+	long backoff_max_ms;
+	double backoff_jitter;
 };
 
 struct pctx {
@@ -418,6 +424,44 @@ static int parse_duration(struct pctx *pc, yaml_node_t *n, const char *what, lon
 	return 0;
 }
 
+/* A plain number from min to max. */
+static int parse_number(struct pctx *pc, yaml_node_t *n, const char *what, double min,
+			double max, double *out)
+{
+	json_t *v = is_plain(n) ? resolve_plain((const char *)n->data.scalar.value) : NULL;
+	int rc = 0;
+
+	if (!json_is_number(v) || json_number_value(v) < min || json_number_value(v) > max)
+		rc = perr(pc, n, "%s must be a number from %g to %g", what, min, max);
+	else
+		*out = json_number_value(v);
+	json_decref(v);
+	return rc;
+}
+
+/* retry_backoff: {factor: 2, max: 30s, jitter: 0.2}; keys left out keep 1, none and 0. */
+static int parse_backoff(struct pctx *pc, yaml_node_t *n, struct settings *s)
+{
+	yaml_node_t *v;
+
+	if (want_mapping(pc, n, "retry_backoff") < 0 ||
+	    check_keys(pc, n, backoff_keys, NULL, "retry_backoff") < 0)
+		return -1;
+	s->backoff_factor = 1.0;
+	s->backoff_max_ms = 0;
+	s->backoff_jitter = 0.0;
+	if ((v = get(pc, n, "factor")) &&
+	    parse_number(pc, v, "retry_backoff.factor", 1, 100, &s->backoff_factor) < 0)
+		return -1;
+	if ((v = get(pc, n, "max")) &&
+	    parse_duration(pc, v, "retry_backoff.max", &s->backoff_max_ms) < 0)
+		return -1;
+	if ((v = get(pc, n, "jitter")) &&
+	    parse_number(pc, v, "retry_backoff.jitter", 0, 1, &s->backoff_jitter) < 0)
+		return -1;
+	return 0;
+}
+
 /* Applies one settings key (retries, timeout, ...) to s. Returns 1 when key is not one. */
 static int parse_setting(struct pctx *pc, const char *key, yaml_node_t *v, struct settings *s)
 {
@@ -430,6 +474,8 @@ static int parse_setting(struct pctx *pc, const char *key, yaml_node_t *v, struc
 		s->retries = (int)l;
 	} else if (!strcmp(key, "retry_delay")) {
 		return parse_duration(pc, v, "retry_delay", &s->retry_delay_ms);
+	} else if (!strcmp(key, "retry_backoff")) {
+		return parse_backoff(pc, v, s);
 	} else if (!strcmp(key, "timeout")) {
 		return parse_duration(pc, v, "timeout", &s->timeout_ms);
 	} else if (!strcmp(key, "max_output")) {
@@ -810,6 +856,198 @@ static int parse_after(struct pctx *pc, struct sl_flow_task *t, yaml_node_t *n)
 	return 0;
 }
 
+/* A tag name: it becomes part of a Redis key. */
+static int valid_tag(struct pctx *pc, yaml_node_t *n, const char *s)
+{
+	if (!match_charset(s, 0) || strlen(s) > 64)
+		return perr(pc, n, "bad tag '%s' (use [a-zA-Z0-9_.-], at most 64)", s);
+	return 0;
+}
+
+/* `cache: true|false|"<template>"`, `cache_ttl:` and `tags: [...]` of task t. The key
+ * template sees params, run and tasks but not map variables: a mapped task's key always
+ * includes the map index (see docs/flows.md). */
+static int parse_cache_tags(struct pctx *pc, struct sl_flow_task *t, yaml_node_t *n)
+{
+	struct sl_expr_scope scope = {.has_param = scope_has_param, .task_ref = scope_task_ref,
+				      .ud = pc};
+	yaml_node_t *v;
+	struct sl_tmpl *tm;
+	char why[512];
+	const char *s;
+
+	t->cache_ttl_ms = SL_FLOW_CACHE_TTL_MS;
+	if ((v = get(pc, n, "cache"))) {
+		if (!(s = scalar(pc, v, "cache")))
+			return -1;
+		if (is_plain(v) && (!strcmp(s, "true") || !strcmp(s, "false"))) {
+			t->cache = !strcmp(s, "true");
+		} else {
+			if (!*s)
+				return perr(pc, v, "task '%s': cache key template is empty",
+					    t->name);
+			if (!(tm = sl_tmpl_compile(s, 0, why, sizeof(why))))
+				return perr(pc, v, "task '%s' cache: %s", t->name, why);
+			if (sl_tmpl_check(tm, &scope, why, sizeof(why)) < 0) {
+				sl_tmpl_free(tm);
+				return perr(pc, v, "task '%s' cache: %s (map variables are not "
+					    "visible to a cache key)", t->name, why);
+			}
+			sl_tmpl_free(tm);
+			if (!(t->cache_key = dup_or_err(pc, v, s)))
+				return -1;
+			t->cache = 1;
+		}
+	}
+	if ((v = get(pc, n, "cache_ttl"))) {
+		if (parse_duration(pc, v, "cache_ttl", &t->cache_ttl_ms) < 0)
+			return -1;
+		if (t->cache_ttl_ms < 1000)
+			return perr(pc, v, "task '%s': cache_ttl must be at least 1s", t->name);
+		if (!t->cache)
+			return perr(pc, v, "task '%s': cache_ttl without cache", t->name);
+	}
+	if ((v = get(pc, n, "tags"))) {
+		size_t count;
+
+		if (v->type != YAML_SEQUENCE_NODE)
+			return perr(pc, v, "task '%s': tags must be a list", t->name);
+		count = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+		if (count > SL_FLOW_MAX_TAGS)
+			return perr(pc, v, "task '%s': more than %d tags", t->name,
+				    SL_FLOW_MAX_TAGS);
+		if (count && !(t->tags = calloc(count, sizeof(*t->tags))))
+			return perr(pc, v, "out of memory");
+		for (yaml_node_item_t *it = v->data.sequence.items.start;
+		     it < v->data.sequence.items.top; it++) {
+			yaml_node_t *e = node_at(pc, *it);
+			if (!(s = scalar(pc, e, "tags")) || valid_tag(pc, e, s) < 0)
+				return -1;
+			for (size_t i = 0; i < t->ntags; i++)
+				if (!strcmp(t->tags[i], s))
+					return perr(pc, e, "task '%s': tag '%s' given twice",
+						    t->name, s);
+			if (!(t->tags[t->ntags] = dup_or_err(pc, e, s)))
+				return -1;
+			t->ntags++;
+		}
+	}
+	return 0;
+}
+
+/* Flow-level `concurrency: {tag: limit, ...}`. */
+static int parse_concurrency(struct pctx *pc, yaml_node_t *n)
+{
+	struct sl_flow *f = pc->flow;
+	size_t count;
+
+	if (want_mapping(pc, n, "concurrency") < 0 ||
+	    check_keys(pc, n, NULL, NULL, "concurrency") < 0)
+		return -1;
+	count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+	if (count > 64)
+		return perr(pc, n, "concurrency has more than 64 tags");
+	if (count && !(f->limits = calloc(count, sizeof(*f->limits))))
+		return perr(pc, n, "out of memory");
+	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top;
+	     pr++) {
+		yaml_node_t *k = node_at(pc, pr->key), *v = node_at(pc, pr->value);
+		const char *tag = (const char *)k->data.scalar.value;
+		long l;
+
+		if (valid_tag(pc, k, tag) < 0 ||
+		    parse_int(pc, v, "a concurrency limit", 1, 100000, &l) < 0)
+			return -1;
+		if (!(f->limits[f->nlimits].tag = dup_or_err(pc, k, tag)))
+			return -1;
+		f->limits[f->nlimits++].limit = (int)l;
+	}
+	return 0;
+}
+
+/* An expression evaluated once per task (when:, route rules): it sees params, run and
+ * upstream outputs, and makes the tasks it names upstreams. *out gets a copy of its text. */
+static int parse_condition(struct pctx *pc, yaml_node_t *n, const char *what, char **out)
+{
+	struct sl_flow_task *t = &pc->flow->tasks[pc->cur];
+	struct sl_expr_scope scope = {.has_param = scope_has_param, .task_ref = scope_task_ref,
+				      .ud = pc};
+	struct sl_expr *e;
+	char why[512];
+	const char *s;
+	int rc;
+
+	if (!(s = scalar(pc, n, what)))
+		return -1;
+	if (is_null(n))
+		return perr(pc, n, "task '%s': %s needs an expression (e.g. \"${params.n} > 10\")",
+			    t->name, what);
+	if (!(e = sl_expr_parse(s, strlen(s), why, sizeof(why))))
+		return perr(pc, n, "task '%s' %s: %s", t->name, what, why);
+	rc = sl_expr_check(e, &scope, why, sizeof(why));
+	sl_expr_free(e);
+	if (rc < 0)
+		return perr(pc, n, "task '%s' %s: %s (map variables are not visible here)", t->name,
+			    what, why);
+	return (*out = dup_or_err(pc, n, s)) ? 0 : -1;
+}
+
+/* when:, trigger_rule: and route: of task t. */
+static int parse_conditions(struct pctx *pc, struct sl_flow_task *t, yaml_node_t *n)
+{
+	yaml_node_t *v;
+	const char *s;
+	char what[64];
+
+	if ((v = get(pc, n, "when")) && parse_condition(pc, v, "when", &t->when) < 0)
+		return -1;
+	if ((v = get(pc, n, "trigger_rule"))) {
+		if (!(s = scalar(pc, v, "trigger_rule")))
+			return -1;
+		if (!strcmp(s, "all_success"))
+			t->trigger_rule = SL_TRIGGER_ALL_SUCCESS;
+		else if (!strcmp(s, "all_done"))
+			t->trigger_rule = SL_TRIGGER_ALL_DONE;
+		else
+			return perr(pc, v, "bad trigger_rule '%s' (allowed: all_success, all_done)", s);
+	}
+	if (!(v = get(pc, n, "route")))
+		return 0;
+	if (v->type != YAML_SEQUENCE_NODE)
+		return perr(pc, v, "task '%s': route must be a list of {when: EXPR, queue: NAME}",
+			    t->name);
+	t->nroute = 0;
+	size_t count = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	if (count > 64)
+		return perr(pc, v, "task '%s': route has more than 64 rules", t->name);
+	if (count && !(t->route = calloc(count, sizeof(*t->route))))
+		return perr(pc, v, "out of memory");
+	for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+	     it++) {
+		yaml_node_t *r = node_at(pc, *it), *w, *q;
+		struct sl_flow_route *rt = &t->route[t->nroute];
+
+		snprintf(what, sizeof(what), "route[%zu]", t->nroute);
+		if (want_mapping(pc, r, what) < 0 || check_keys(pc, r, route_keys, NULL, what) < 0)
+			return -1;
+		if (!(w = get(pc, r, "when")) || !(q = get(pc, r, "queue")))
+			return perr(pc, r, "task '%s' %s needs both 'when' and 'queue'", t->name,
+				    what);
+		if (!(s = scalar(pc, q, "queue")))
+			return -1;
+		if (!match_charset(s, 0))
+			return perr(pc, q, "bad queue name '%s' (use [a-zA-Z0-9_.-], at most %d)", s,
+				    MAX_NAME);
+		if (!(rt->queue = dup_or_err(pc, q, s)))
+			return -1;
+		t->nroute++; /* counted now so that destroy frees the queue if when fails */
+		snprintf(what, sizeof(what), "route[%zu] when", t->nroute - 1);
+		if (parse_condition(pc, w, what, &rt->when) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static int parse_task(struct pctx *pc, size_t idx, yaml_node_t *key, yaml_node_t *n)
 {
 	struct sl_flow_task *t = &pc->flow->tasks[idx];
@@ -855,6 +1093,10 @@ static int parse_task(struct pctx *pc, size_t idx, yaml_node_t *key, yaml_node_t
 		return -1;
 	if ((v = get(pc, n, "after")) && parse_after(pc, t, v) < 0)
 		return -1;
+	if (parse_cache_tags(pc, t, n) < 0)
+		return -1;
+	if (parse_conditions(pc, t, n) < 0)
+		return -1;
 	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top;
 	     pr++) {
 		const char *k = (const char *)node_at(pc, pr->key)->data.scalar.value;
@@ -866,6 +1108,9 @@ static int parse_task(struct pctx *pc, size_t idx, yaml_node_t *key, yaml_node_t
 	t->timeout_ms = s.timeout_ms;
 	t->priority = s.priority;
 	t->max_output_bytes = s.max_output;
+	t->backoff_factor = s.backoff_factor;
+	t->backoff_max_ms = s.backoff_max_ms;
+	t->backoff_jitter = s.backoff_jitter;
 	t->queue = s.queue ? s.queue : strdup(pc->defaults.queue);
 	s.queue = NULL;
 	if (!t->queue) {
@@ -1030,6 +1275,122 @@ static int parse_tasks(struct pctx *pc, yaml_node_t *n)
 	return topo_sort(pc);
 }
 
+/* ---- schedule ---- */
+
+static const char *const schedule_keys[] = {"cron", "every", "params", "catchup", NULL};
+
+static int parse_catchup(struct pctx *pc, yaml_node_t *n, const char *what)
+{
+	const char *s = scalar(pc, n, what);
+
+	if (!s)
+		return -1;
+	if (!strcmp(s, "latest"))
+		pc->flow->catchup = SL_CATCHUP_LATEST;
+	else if (!strcmp(s, "all"))
+		pc->flow->catchup = SL_CATCHUP_ALL;
+	else if (!strcmp(s, "none"))
+		pc->flow->catchup = SL_CATCHUP_NONE;
+	else
+		return perr(pc, n, "bad %s '%s' (allowed: latest, all, none)", what, s);
+	return 0;
+}
+
+/* Checks that scheduled runs bind: schedule.params plus the tick for SL_SCHEDULE_PARAM. */
+static int check_schedule_params(struct pctx *pc, yaml_node_t *at)
+{
+	struct sl_flow *f = pc->flow;
+	json_t *given = f->schedule_params ? json_deep_copy(f->schedule_params) : json_object();
+	json_t *bound = NULL;
+	char why[512];
+	int rc = -1;
+
+	if (!given)
+		return perr(pc, at, "out of memory");
+	for (size_t i = 0; i < f->nparams; i++) {
+		if (strcmp(f->params[i].name, SL_SCHEDULE_PARAM))
+			continue;
+		if (json_object_get(given, SL_SCHEDULE_PARAM)) {
+			perr(pc, at, "schedule.params must not set '%s': each run gets its tick",
+			     SL_SCHEDULE_PARAM);
+			goto out;
+		}
+		json_object_set_new(given, SL_SCHEDULE_PARAM,
+				    f->params[i].type == SL_PARAM_INT
+					    ? json_integer(0)
+					    : json_string("1970-01-01T00:00:00Z"));
+	}
+	if (sl_flow_bind_params(f, given, &bound, why, sizeof(why)) != SL_OK) {
+		perr(pc, at, "scheduled runs: %s (set it in schedule.params)", why);
+		goto out;
+	}
+	rc = 0;
+out:
+	json_decref(given);
+	json_decref(bound);
+	return rc;
+}
+
+/* schedule: "<cron>" | {cron: "<cron>" | every: <duration>, params: {...}, catchup: ...};
+ * a top-level `catchup:` is the same as schedule.catchup. */
+static int parse_schedule(struct pctx *pc, yaml_node_t *root)
+{
+	struct sl_flow *f = pc->flow;
+	yaml_node_t *n = get(pc, root, "schedule"), *top = get(pc, root, "catchup");
+	yaml_node_t *cron = NULL, *every = NULL, *v;
+	char why[256];
+	const char *s;
+
+	if (!n) {
+		if (top)
+			return perr(pc, top, "catchup without a schedule");
+		return 0;
+	}
+	if (n->type == YAML_SCALAR_NODE) {
+		cron = n;
+	} else {
+		if (want_mapping(pc, n, "schedule") < 0 ||
+		    check_keys(pc, n, schedule_keys, NULL, "schedule") < 0)
+			return -1;
+		cron = get(pc, n, "cron");
+		every = get(pc, n, "every");
+		if (cron && every)
+			return perr(pc, n, "schedule has both cron and every (use one)");
+		if (!cron && !every)
+			return perr(pc, n, "schedule needs 'cron' (e.g. \"*/5 * * * *\") or 'every' "
+					   "(e.g. 10m)");
+		if ((v = get(pc, n, "catchup"))) {
+			if (top)
+				return perr(pc, top, "catchup is given twice (here and in schedule)");
+			top = v;
+		}
+	}
+	if (top && parse_catchup(pc, top, "catchup") < 0)
+		return -1;
+	if (cron) {
+		if (!(s = scalar(pc, cron, "schedule.cron")))
+			return -1;
+		if (sl_cron_parse(s, &f->schedule_cron, why, sizeof(why)) != SL_OK)
+			return perr(pc, cron, "schedule.cron: %s", why);
+		f->schedule_kind = SL_SCHEDULE_CRON;
+	} else {
+		if (parse_duration(pc, every, "schedule.every", &f->schedule_every_ms) < 0)
+			return -1;
+		if (f->schedule_every_ms < 1000)
+			return perr(pc, every, "schedule.every must be at least 1s");
+		s = (const char *)every->data.scalar.value;
+		f->schedule_kind = SL_SCHEDULE_EVERY;
+	}
+	if (!(f->schedule_text = dup_or_err(pc, cron ? cron : every, s)))
+		return -1;
+	if (n->type == YAML_MAPPING_NODE && (v = get(pc, n, "params")) && !is_null(v)) {
+		if (want_mapping(pc, v, "schedule.params") < 0 ||
+		    !(f->schedule_params = node_json(pc, v, 0)))
+			return -1;
+	}
+	return check_schedule_params(pc, n);
+}
+
 static int parse_root(struct pctx *pc, yaml_node_t *root)
 {
 	struct sl_flow *f = pc->flow;
@@ -1057,6 +1418,10 @@ static int parse_root(struct pctx *pc, yaml_node_t *root)
 	if ((v = get(pc, root, "defaults")) && parse_defaults(pc, v) < 0)
 		return -1;
 	if ((v = get(pc, root, "trigger")) && parse_trigger(pc, v) < 0)
+		return -1;
+	if (parse_schedule(pc, root) < 0)
+		return -1;
+	if ((v = get(pc, root, "concurrency")) && parse_concurrency(pc, v) < 0)
 		return -1;
 	if (!(v = get(pc, root, "tasks")))
 		return perr(pc, root, "missing required key 'tasks'");
@@ -1110,6 +1475,7 @@ struct sl_flow *sl_flow_parse(const char *yaml, size_t len, const char *filename
 	pc.budget = MAX_JSON_NODES;
 	pc.defaults.retry_delay_ms = 1000;
 	pc.defaults.max_output = SL_FLOW_DEF_OUTPUT;
+	pc.defaults.backoff_factor = 1.0;
 	if (!yaml) {
 		snprintf(errstr, errlen, "%s:1:1: no YAML text", pc.file);
 		return NULL;
@@ -1251,7 +1617,20 @@ void sl_flow_destroy(struct sl_flow *flow)
 		free(t->map);
 		free(t->deps);
 		free(t->queue);
+		free(t->cache_key);
+		free(t->when);
+		for (size_t r = 0; r < t->nroute; r++) {
+			free(t->route[r].when);
+			free(t->route[r].queue);
+		}
+		free(t->route);
+		for (size_t g = 0; g < t->ntags; g++)
+			free(t->tags[g]);
+		free(t->tags);
 	}
+	for (size_t i = 0; i < flow->nlimits; i++)
+		free(flow->limits[i].tag);
+	free(flow->limits);
 	free(flow->tasks);
 	free(flow->name);
 	free(flow->path);
@@ -1259,6 +1638,8 @@ void sl_flow_destroy(struct sl_flow *flow)
 	free(flow->trigger_dir);
 	free(flow->trigger_glob);
 	free(flow->description);
+	free(flow->schedule_text);
+	json_decref(flow->schedule_params);
 	free(flow);
 }
 

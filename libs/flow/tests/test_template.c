@@ -203,7 +203,8 @@ START_TEST(syntax_errors)
 	eval_fails("${params.}", SL_ERR_PARSE, "expected a name after '.'");
 	eval_fails("${1 2}", SL_ERR_PARSE, "found a number after the expression");
 	eval_fails("${params.items[0}", SL_ERR_PARSE, "expected ']'");
-	eval_fails("${a | b}", SL_ERR_PARSE, "unexpected character '|'");
+	eval_fails("${a | b}", SL_ERR_PARSE, "'|' is not an operator (use '||')");
+	eval_fails("${a ? b}", SL_ERR_PARSE, "unexpected character '?'");
 	eval_fails("${system(\"ls\")}", SL_ERR_PARSE, "unknown function 'system'");
 	eval_fails("${\"\\q\"}", SL_ERR_PARSE, "unknown escape");
 	eval_fails("${\"\\u0000\"}", SL_ERR_PARSE, "NUL");

@@ -1,11 +1,26 @@
--- lease_acquire: a worker takes the lease of a dispatched task instance for one attempt.
--- KEYS: 1 run hash, 2 instance hash, 3 lease key
--- ARGV: 1 attempt, 2 worker id, 3 ttl ms, 4 now ms
--- Returns 'ok', 'stale' (outdated dispatch: drop it) or 'busy' (someone else holds it).
+-- lease_acquire: a worker takes the lease of a dispatched task instance for one attempt, and
+-- with it one slot of each concurrency tag the task holds.
+-- KEYS: 1 run hash, 2 instance hash, 3 lease key, 4 lease set of the run, then for n tags:
+--       5..4+n semaphores "sluice:sem:<tag>", 5+n..4+2n waiting lists
+--       "sluice:semwait:<tag>" (holder -> us it started waiting), 5+2n "sluice:semtags"
+--       (only when n > 0)
+-- ARGV: 1 attempt, 2 worker id, 3 ttl ms, 4 now ms, 5 n, 6 slot holder
+--       "<R>|<task>|<idx>|<attempt>", 7..6+n limits, 7+n..6+2n tag names
+-- Returns 'ok', 'stale' (outdated dispatch: drop it), 'busy' (someone else holds it) or
+-- 'full' (a tag has no free slot: the instance becomes WAITING_SLOT in that tag's list until
+-- the planner re-dispatches it with a reserved slot; drop the dispatch).
+local n = tonumber(ARGV[5]) or 0
+local member = ARGV[6]
+
+-- Frees slots reserved for this holder (a woken dispatch that turned out stale or full).
+local function drop_slots()
+  for i = 1, n do redis.call('ZREM', KEYS[4 + i], member) end
+end
+
 local run_state = redis.call('HGET', KEYS[1], 'state')
-if run_state ~= 'RUNNING' then return 'stale' end
+if run_state ~= 'RUNNING' then drop_slots() return 'stale' end
 local ti = redis.call('HMGET', KEYS[2], 'state', 'attempt')
-if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[1]) then return 'stale' end
+if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[1]) then drop_slots() return 'stale' end
 local holder = ARGV[2] .. ':' .. ARGV[1]
 if ti[1] == 'RUNNING' then
   -- A redelivery to the holder keeps its lease; anyone else must wait for the reaper,
@@ -13,7 +28,39 @@ if ti[1] == 'RUNNING' then
   if redis.call('GET', KEYS[3]) == holder then return 'ok' end
   return 'busy'
 end
-if ti[1] ~= 'DISPATCHED' then return 'stale' end
-if not redis.call('SET', KEYS[3], holder, 'NX', 'PX', ARGV[3]) then return 'busy' end
+if ti[1] ~= 'DISPATCHED' then drop_slots() return 'stale' end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'busy' end
+
+local now = 0
+if n > 0 then
+  local t = redis.call('TIME')
+  local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2]) -- waiting order, exact in a double
+  now = math.floor(now_us / 1000)
+  for i = 1, n do
+    local sem, wait = KEYS[4 + i], KEYS[4 + n + i]
+    redis.call('ZREMRANGEBYSCORE', sem, '-inf', now)
+    -- A slot reserved for this holder counts as ours; otherwise a free slot is taken only
+    -- when nobody waits for the tag (first come, first served).
+    if not redis.call('ZSCORE', sem, member) then
+      if redis.call('ZCARD', sem) >= tonumber(ARGV[6 + i])
+         or redis.call('ZCARD', wait) > 0 then
+        drop_slots()
+        redis.call('ZADD', wait, 'NX', now_us, member)
+        redis.call('HSET', KEYS[5 + 2 * n], ARGV[6 + n + i], ARGV[6 + i])
+        -- WAITING_SLOT: not the reaper's business (no dispatch is in flight) until
+        -- sem_wake makes it DISPATCHED again.
+        redis.call('HSET', KEYS[2], 'state', 'WAITING_SLOT', 'waiting_for', ARGV[6 + n + i])
+        return 'full'
+      end
+    end
+  end
+end
+
+redis.call('SET', KEYS[3], holder, 'PX', ARGV[3])
+redis.call('SADD', KEYS[4], KEYS[3])
+for i = 1, n do
+  redis.call('ZADD', KEYS[4 + i], now + tonumber(ARGV[3]), member)
+end
 redis.call('HSET', KEYS[2], 'state', 'RUNNING', 'worker', ARGV[2], 'started_ms', ARGV[4])
+redis.call('HDEL', KEYS[2], 'waiting_for')
 return 'ok'

@@ -6,6 +6,7 @@
 -- (already started) | {'ended', run state}.
 local run_state = redis.call('HGET', KEYS[1], 'state')
 if run_state ~= 'RUNNING' then return {'ended', run_state or 'MISSING'} end
+redis.call('ZREM', 'sluice:pending', KEYS[2])
 if redis.call('HGET', KEYS[2], 'state') ~= 'WAITING' then return {'stale'} end
 local total = tonumber(ARGV[2])
 redis.call('HSET', KEYS[2], 'state', 'ACTIVE', 'total', total, 'done', 0)

@@ -4,8 +4,11 @@
 --       5 exit code, 6 worker, 7 started ms, 8 finished ms, 9 now ms, 10 retry delay ms,
 --       11 timer member for a retry ("<R>|<task>|<idx>|<next attempt>"), 12 node key
 --       prefix, 13 task name
--- Returns {outcome, run state, ready nodes...}; outcome is 'applied', 'node_done',
--- 'retry', 'run_failed' or 'stale' (not the current attempt: nothing changed).
+-- Returns {outcome, run state, ready nodes...}; outcome is 'applied', 'node_done' (the node
+-- ended, SUCCEEDED or FAILED: the run state says whether the run ended too), 'retry' or
+-- 'stale' (not the current attempt: nothing changed). A failure on the last attempt fails
+-- the node once all its instances have ended; the run goes on with what can still run
+-- (trigger rules) and ends FAILED.
 local ti = redis.call('HMGET', KEYS[3], 'state', 'attempt', 'max_attempts')
 if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[1])
    or (ti[1] ~= 'RUNNING' and ti[1] ~= 'DISPATCHED') then
@@ -19,12 +22,8 @@ if ARGV[2] == 'SUCCEEDED' then
   redis.call('HDEL', KEYS[3], 'dispatch', 'error')
   redis.call('HINCRBY', KEYS[1], 'tasks_done', 1)
   if run_state ~= 'RUNNING' then return {'applied', run_state} end
-  local done = redis.call('HINCRBY', KEYS[2], 'done', 1)
-  if done >= tonumber(redis.call('HGET', KEYS[2], 'total')) then
-    local ready, state = node_finished(KEYS[1], ARGV[12], ARGV[13], ARGV[9])
-    return {'node_done', state, unpack(ready)}
-  end
-  return {'applied', run_state}
+  redis.call('HINCRBY', KEYS[2], 'done', 1)
+  return instance_ended(KEYS[1], KEYS[2], ARGV[12], ARGV[13], ARGV[9], run_state)
 end
 local attempt = tonumber(ti[2])
 local max = tonumber(ti[3])
@@ -32,7 +31,9 @@ redis.call('HSET', KEYS[3], 'error', ARGV[4], 'exit_code', ARGV[5], 'worker', AR
            'started_ms', ARGV[7], 'finished_ms', ARGV[8], 'last_status', ARGV[2],
            'output', ARGV[3])
 if run_state == 'RUNNING' and ARGV[2] ~= 'CANCELLED' and attempt < max then
-  redis.call('HSET', KEYS[3], 'state', 'RETRY_WAIT', 'attempt', attempt + 1)
+  local delays = redis.call('HGET', KEYS[3], 'retry_delays')
+  redis.call('HSET', KEYS[3], 'state', 'RETRY_WAIT', 'attempt', attempt + 1,
+             'retry_delays', (delays and (delays .. ',') or '') .. ARGV[10])
   redis.call('ZADD', KEYS[4], tonumber(ARGV[9]) + tonumber(ARGV[10]), ARGV[11])
   return {'retry', run_state}
 end
@@ -41,7 +42,8 @@ if ARGV[2] == 'TIMED_OUT' or ARGV[2] == 'CANCELLED' then final = ARGV[2] end
 redis.call('HSET', KEYS[3], 'state', final)
 redis.call('HINCRBY', KEYS[1], 'tasks_failed', 1)
 if run_state ~= 'RUNNING' then return {'applied', run_state} end
-redis.call('HSET', KEYS[2], 'state', 'FAILED')
-redis.call('HSET', KEYS[1], 'state', 'FAILED', 'ended_ms', ARGV[9],
-           'error', 'task ' .. ARGV[13] .. ' failed after ' .. attempt .. ' attempt(s): ' .. ARGV[4])
-return {'run_failed', 'FAILED'}
+redis.call('HINCRBY', KEYS[2], 'failed', 1)
+-- The run's error names its first failure.
+redis.call('HSETNX', KEYS[1], 'error',
+           'task ' .. ARGV[13] .. ' failed after ' .. attempt .. ' attempt(s): ' .. ARGV[4])
+return instance_ended(KEYS[1], KEYS[2], ARGV[12], ARGV[13], ARGV[9], run_state)

@@ -22,6 +22,7 @@ for i = 12, #ARGV, 4 do
   local deps = tonumber(ARGV[i + 1])
   redis.call('HSET', ARGV[11] .. ARGV[i], 'state', 'WAITING', 'deps_left', deps,
              'down', ARGV[i + 2], 'max_attempts', ARGV[i + 3], 'total', 0, 'done', 0)
+  if deps == 0 then redis.call('ZADD', 'sluice:pending', ARGV[6], ARGV[11] .. ARGV[i]) end
 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'flow', ARGV[2], 'state', 'RUNNING',
            'params', ARGV[3], 'intent', ARGV[4], 'source', ARGV[5], 'created_ms', ARGV[6],

@@ -11,7 +11,8 @@ for _, m in ipairs(due) do
     local st = redis.call('HMGET', ti, 'state', 'attempt', 'dispatch')
     if redis.call('HGET', 'sluice:{' .. run .. '}:run', 'state') == 'RUNNING'
        and st[1] == 'RETRY_WAIT' and st[2] == attempt and st[3] then
-      redis.call('HSET', ti, 'state', 'DISPATCHED')
+      redis.call('HSET', ti, 'state', 'DISPATCHED', 'queued_ms', ARGV[1])
+      redis.call('ZADD', 'sluice:active', ARGV[1], ti) -- re-sent by the reaper if lost
       out[#out + 1] = m
       out[#out + 1] = st[3]
     end

@@ -197,7 +197,25 @@ static enum sl_err run_end(struct sl_state *st, const char *script, const char *
 enum sl_err sl_state_run_cancel(struct sl_state *st, const char *run, const char *reason,
 				int64_t now_ms)
 {
-	return run_end(st, "run_cancel", run, reason ? reason : "cancelled", now_ms);
+	char run_key[STATE_KEY_MAX], set_key[STATE_KEY_MAX], prefix[STATE_KEY_MAX], now[24];
+	const char *argv[5];
+	redisReply *r;
+	enum sl_err err;
+
+	state_key(run_key, sizeof(run_key), run, "run");
+	state_key(set_key, sizeof(set_key), run, "leases");
+	state_key(prefix, sizeof(prefix), run, "%s", "");
+	snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+	argv[0] = run_key;
+	argv[1] = set_key;
+	argv[2] = now;
+	argv[3] = reason ? reason : "cancelled";
+	argv[4] = prefix;
+	if (!(r = state_eval(st, "run_cancel", 2, 5, argv, NULL)))
+		return SL_ERR_REDIS;
+	err = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? SL_OK : SL_ERR_STALE;
+	freeReplyObject(r);
+	return err;
 }
 
 enum sl_err sl_state_run_fail(struct sl_state *st, const char *run, const char *error,
@@ -265,6 +283,36 @@ enum sl_err sl_state_ti_add(struct sl_state *st, const char *run, const char *ta
 	if (!(r = state_eval(st, "ti_add", 2, a.n, a.v, a.len)))
 		goto out;
 	err = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? SL_OK : SL_ERR_STALE;
+out:
+	if (r)
+		freeReplyObject(r);
+	args_free(&a);
+	return err;
+}
+
+enum sl_err sl_state_node_end(struct sl_state *st, const char *run, const char *task,
+			      const char *state, const char *reason, int64_t now_ms,
+			      struct sl_transition *out)
+{
+	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], ti_key[STATE_KEY_MAX],
+		node_prefix[STATE_KEY_MAX];
+	struct args a = {0};
+	redisReply *r = NULL;
+	enum sl_err err = SL_ERR_NOMEM;
+
+	memset(out, 0, sizeof(*out));
+	state_key(run_key, sizeof(run_key), run, "run");
+	state_key(node_key, sizeof(node_key), run, "node:%s", task);
+	state_key(ti_key, sizeof(ti_key), run, "ti:%s:-1", task);
+	state_key(node_prefix, sizeof(node_prefix), run, "node:");
+	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, ti_key) ||
+	    args_str(&a, task) || args_str(&a, state) || args_str(&a, reason) ||
+	    args_fmt(&a, "%lld", (long long)now_ms) || args_str(&a, node_prefix))
+		goto out;
+	err = SL_ERR_REDIS;
+	if (!(r = state_eval(st, "node_end", 3, a.n, a.v, a.len)))
+		goto out;
+	err = reply_to_transition(r, out);
 out:
 	if (r)
 		freeReplyObject(r);

@@ -198,7 +198,7 @@ START_TEST(results_release_downstream_and_finish_run)
 }
 END_TEST
 
-START_TEST(failure_retries_then_fails_run)
+START_TEST(failure_retries_then_fails_node_and_run)
 {
 	struct sl_transition t;
 	struct sl_due *due;
@@ -241,11 +241,91 @@ START_TEST(failure_retries_then_fails_run)
 	ck_assert_int_eq(sl_state_timers_due(st, 99999, 10, &due, &n), SL_OK);
 	sl_due_free(due, n);
 	ck_assert_int_eq(apply("r1", "a", 0, 3, "FAILED", &t), SL_OK);
-	ck_assert_str_eq(t.outcome, "run_failed");
+	/* the node fails; the run goes on (c is independent, b decides by its trigger rule) */
+	ck_assert_str_eq(t.outcome, "node_done");
+	ck_assert_str_eq(t.run_state, "RUNNING");
+	ck_assert_uint_eq(t.nready, 1);
+	ck_assert_str_eq(t.ready[0], "b");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:node:a", "state", "FAILED");
+	ck_field("sluice:{r1}:node:b", "up_failed", "1");
+	ck_field("sluice:{r1}:ti:a:0", "state", "FAILED");
+	ck_field("sluice:{r1}:ti:a:0", "retry_delays", "100,100");
+	ck_field("sluice:{r1}:run", "state", "RUNNING");
+	ck_field("sluice:{r1}:run", "error", "task a failed after 3 attempt(s): ");
+	ck_assert_int_eq(sl_state_node_end(st, "r1", "b", "UPSTREAM_FAILED", "1 upstream failed",
+					   6000, &t),
+			 SL_OK);
+	ck_assert_str_eq(t.outcome, "finished");
+	ck_assert_str_eq(t.run_state, "RUNNING");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:ti:b:-1", "state", "UPSTREAM_FAILED");
+	start_node("r1", "c", 1, 1, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(apply("r1", "c", 0, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "node_done");
 	ck_assert_str_eq(t.run_state, "FAILED");
 	sl_transition_clear(&t);
 	ck_field("sluice:{r1}:run", "state", "FAILED");
-	ck_field("sluice:{r1}:ti:a:0", "state", "FAILED");
+	ck_field("sluice:{r1}:run", "error", "task a failed after 3 attempt(s): ");
+}
+END_TEST
+
+START_TEST(node_end_skips_and_propagates)
+{
+	struct sl_transition t;
+
+	create_run("r1", NULL);
+	ck_assert_int_eq(sl_state_node_end(st, "r1", "a", "SKIPPED", "when: false", 2000, &t),
+			 SL_OK);
+	ck_assert_str_eq(t.outcome, "finished");
+	ck_assert_uint_eq(t.nready, 1);
+	ck_assert_str_eq(t.ready[0], "b");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:node:a", "state", "SKIPPED");
+	ck_field("sluice:{r1}:node:b", "up_skipped", "1");
+	ck_field("sluice:{r1}:ti:a:-1", "state", "SKIPPED");
+	ck_field("sluice:{r1}:ti:a:-1", "error", "when: false");
+	/* once only */
+	ck_assert_int_eq(sl_state_node_end(st, "r1", "a", "SKIPPED", "again", 2000, &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "stale");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_node_end(st, "r1", "b", "SKIPPED", "upstream skipped", 2000, &t),
+			 SL_OK);
+	sl_transition_clear(&t);
+	/* a flow error fails the node, names itself as the run's error, fails the run at the end */
+	ck_assert_int_eq(sl_state_node_end(st, "r1", "c", "FAILED", "task 'c' when: bad", 2000, &t),
+			 SL_OK);
+	ck_assert_str_eq(t.outcome, "finished");
+	ck_assert_str_eq(t.run_state, "FAILED");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:run", "error", "task 'c' when: bad");
+	ck_assert_int_eq(sl_state_node_end(st, "r1", "c", "FAILED", "x", 2000, &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "ended");
+	sl_transition_clear(&t);
+}
+END_TEST
+
+START_TEST(mapped_node_fails_once_all_instances_end)
+{
+	struct sl_transition t;
+
+	create_run("r1", NULL);
+	start_node("r1", "c", 3, 1, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(apply("r1", "c", 1, 1, "FAILED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "applied");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:node:c", "state", "ACTIVE");
+	ck_assert_int_eq(apply("r1", "c", 0, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "applied");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(apply("r1", "c", 2, 1, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "node_done");
+	ck_assert_str_eq(t.run_state, "RUNNING");
+	sl_transition_clear(&t);
+	ck_field("sluice:{r1}:node:c", "state", "FAILED");
+	ck_field("sluice:{r1}:run", "nodes_failed", "1");
 }
 END_TEST
 
@@ -273,6 +353,124 @@ START_TEST(cancel_ends_run_and_fences_workers)
 	ck_assert_int_eq(sl_state_run_cancel(st, "r1", "test", 7000), SL_ERR_STALE);
 	ck_field("sluice:{r1}:run", "state", "CANCELLED");
 	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_ERR_STALE);
+}
+END_TEST
+
+static long long zcard(const char *key)
+{
+	redisReply *r = sl_state_command(st, "ZCARD %s", key);
+	long long n = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+
+	if (r)
+		freeReplyObject(r);
+	return n;
+}
+
+START_TEST(cancel_deletes_the_runs_leases)
+{
+	struct sl_transition t;
+	redisReply *r;
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 3, 1, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 1, 1, "w2", 5000), SL_OK);
+	r = sl_state_command(st, "SCARD sluice:{r1}:leases");
+	ck_assert_int_eq(r->integer, 2);
+	freeReplyObject(r);
+	ck_assert_int_eq(sl_state_lease_release(st, "r1", "a", 1, 1, "w2"), SL_OK);
+	r = sl_state_command(st, "SCARD sluice:{r1}:leases");
+	ck_assert_int_eq(r->integer, 1);
+	freeReplyObject(r);
+	ck_assert_int_eq(sl_state_run_cancel(st, "r1", "test", 7000), SL_OK);
+	/* the holder's next renewal fails: that is what makes the worker kill the task */
+	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w1", 5000), SL_ERR_STALE);
+	ck_field("sluice:{r1}:ti:a:0", "state", "CANCELLED");
+	ck_field("sluice:{r1}:ti:a:2", "state", "CANCELLED"); /* dispatched, never started */
+	ck_field("sluice:{r1}:node:b", "state", "WAITING");
+	r = sl_state_command(st, "EXISTS sluice:{r1}:leases sluice:{r1}:lease:a:0");
+	ck_assert_int_eq(r->integer, 0);
+	freeReplyObject(r);
+}
+END_TEST
+
+START_TEST(tag_limit_queues_and_wakes_in_order)
+{
+	struct sl_transition t;
+	char **woken = NULL;
+	size_t n = 0;
+
+	create_run("r1", NULL);
+	ck_assert_int_eq(sl_state_limits_set(st, "r1", "a", "utag=1"), SL_OK);
+	start_node("r1", "a", 3, 1, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(zcard("sluice:sem:utag"), 1);
+	/* full: the others wait, first come first served, and stay DISPATCHED */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 2, 1, "w2", 5000), SL_ERR_BUSY);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 1, 1, "w2", 5000), SL_ERR_BUSY);
+	ck_field("sluice:{r1}:ti:a:2", "waiting_for", "utag");
+	ck_field("sluice:{r1}:ti:a:2", "state", "WAITING_SLOT");
+	ck_assert_int_eq(zcard("sluice:semwait:utag"), 2);
+	/* nothing frees while the holder renews */
+	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(sl_state_sem_wake(st, 60000, &woken, &n), SL_OK);
+	ck_assert_uint_eq(n, 0);
+	sl_state_strv_free(woken, n);
+	ck_assert_int_eq(sl_state_lease_release(st, "r1", "a", 0, 1, "w1"), SL_OK);
+	ck_assert_int_eq(zcard("sluice:sem:utag"), 0);
+	ck_assert_int_eq(sl_state_sem_wake(st, 60000, &woken, &n), SL_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(woken[0], "r1|a|2|1");
+	sl_state_strv_free(woken, n);
+	ck_field("sluice:{r1}:ti:a:2", "state", "DISPATCHED");
+	ck_field("sluice:{r1}:ti:a:1", "state", "WAITING_SLOT");
+	/* the slot is reserved for the woken one; a stray dispatch of a waiter is dropped */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 1, 1, "w1", 5000), SL_ERR_STALE);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 2, 1, "w2", 5000), SL_OK);
+	ck_assert_int_eq(zcard("sluice:sem:utag"), 1);
+}
+END_TEST
+
+START_TEST(tag_slot_of_a_lost_holder_lapses)
+{
+	struct sl_transition t;
+	char **woken = NULL;
+	size_t n = 0;
+	redisReply *r;
+
+	create_run("r1", NULL);
+	ck_assert_int_eq(sl_state_limits_set(st, "r1", "a", "ltag=1"), SL_OK);
+	start_node("r1", "a", 3, 1, &t);
+	sl_transition_clear(&t);
+	/* w1 takes the slot for 300 ms and never renews (it crashed) */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 300), SL_OK);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 1, 1, "w2", 5000), SL_ERR_BUSY);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 2, 1, "w2", 5000), SL_ERR_BUSY);
+	usleep(400000);
+	ck_assert_int_eq(sl_state_sem_wake(st, 60000, &woken, &n), SL_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(woken[0], "r1|a|1|1");
+	sl_state_strv_free(woken, n);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 1, 1, "w2", 5000), SL_OK);
+	/* waiters of a run that ended are dropped, not woken */
+	ck_assert_int_eq(sl_state_run_cancel(st, "r1", "test", 7000), SL_OK);
+	ck_assert_int_eq(sl_state_lease_release(st, "r1", "a", 1, 1, "w2"), SL_OK);
+	ck_assert_int_eq(zcard("sluice:sem:ltag"), 0);
+	ck_assert_int_eq(sl_state_sem_wake(st, 60000, &woken, &n), SL_OK);
+	ck_assert_uint_eq(n, 0);
+	sl_state_strv_free(woken, n);
+	ck_assert_int_eq(zcard("sluice:semwait:ltag"), 0);
+	r = sl_state_command(st, "HEXISTS sluice:semtags ltag");
+	ck_assert_int_eq(r->integer, 0);
+	freeReplyObject(r);
+	/* a reservation that cannot be used is given back */
+	ck_assert_int_eq(sl_state_limits_set(st, "r2", "a", "ltag=1"), SL_OK);
+	r = sl_state_command(st, "ZADD sluice:sem:ltag 99999999999999 r2|a|0|1");
+	freeReplyObject(r);
+	ck_assert_int_eq(sl_state_sem_unreserve(st, "r2|a|0|1"), SL_OK);
+	ck_assert_int_eq(zcard("sluice:sem:ltag"), 0);
 }
 END_TEST
 
@@ -331,9 +529,14 @@ int main(void)
 	tcase_add_test(tc, create_is_idempotent);
 	tcase_add_test(tc, lease_is_fenced_by_attempt);
 	tcase_add_test(tc, results_release_downstream_and_finish_run);
-	tcase_add_test(tc, failure_retries_then_fails_run);
+	tcase_add_test(tc, failure_retries_then_fails_node_and_run);
+	tcase_add_test(tc, node_end_skips_and_propagates);
+	tcase_add_test(tc, mapped_node_fails_once_all_instances_end);
 	tcase_add_test(tc, empty_map_completes_node);
 	tcase_add_test(tc, cancel_ends_run_and_fences_workers);
+	tcase_add_test(tc, cancel_deletes_the_runs_leases);
+	tcase_add_test(tc, tag_limit_queues_and_wakes_in_order);
+	tcase_add_test(tc, tag_slot_of_a_lost_holder_lapses);
 	tcase_add_test(tc, reject_records_error);
 	tcase_add_test(tc, worker_registry);
 	suite_add_tcase(s, tc);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "sluice/cron.h"
 #include "sluice/err.h"
 
 enum sl_param_type {
@@ -29,6 +30,18 @@ struct sl_flow_map_key {
 	char *name;
 	json_t *literal; /* a YAML sequence, as a JSON array */
 	char *source;    /* an expression string: "range(${params.n})", "${tasks.inc.outputs}" */
+};
+
+/* When a task whose upstreams have all ended may run. */
+enum sl_trigger_rule {
+	SL_TRIGGER_ALL_SUCCESS = 0, /* every upstream SUCCEEDED (else SKIPPED / UPSTREAM_FAILED) */
+	SL_TRIGGER_ALL_DONE = 1,    /* whatever the upstreams' states: clean-up tasks */
+};
+
+/* One `route:` rule. */
+struct sl_flow_route {
+	char *when;  /* expression text */
+	char *queue;
 };
 
 enum sl_task_kind {
@@ -57,7 +70,46 @@ struct sl_flow_task {
 	char *queue;
 	int priority;       /* high = 1, normal = 0, low = -1 */
 	long max_output_bytes;
+	int cache;          /* `cache:` given and not false */
+	char *cache_key;    /* `cache: "<template>"`, or NULL: key on the rendered inputs */
+	long cache_ttl_ms;  /* `cache_ttl:`, default SL_FLOW_CACHE_TTL_MS */
+	char **tags;        /* `tags:` for concurrency limits */
+	size_t ntags;
+	/* when:, trigger_rule:, route: and retry_backoff: (see sl_flow_task_gate() below) */
+	char *when;                  /* expression text, or NULL: always run */
+	enum sl_trigger_rule trigger_rule;
+	struct sl_flow_route *route; /* first rule whose `when` is true picks the queue */
+	size_t nroute;
+	double backoff_factor;       /* retry delay grows by this per attempt; 1 = constant */
+	long backoff_max_ms;         /* cap on the grown delay, 0 = none */
+	double backoff_jitter;       /* 0..1: the delay is varied by up to this fraction */
 };
+
+#define SL_FLOW_CACHE_TTL_MS (24L * 3600 * 1000)
+#define SL_FLOW_MAX_TAGS 8
+
+/* One flow-level `concurrency:` entry: at most limit instances holding tag run at once. */
+struct sl_flow_limit {
+	char *tag;
+	int limit;
+};
+
+enum sl_schedule_kind {
+	SL_SCHEDULE_NONE = 0,
+	SL_SCHEDULE_CRON,
+	SL_SCHEDULE_EVERY,
+};
+
+/* Ticks missed while no planner ran: fire only the most recent (latest), every one (all, at
+ * most SL_CATCHUP_MAX), or none of them. */
+enum sl_catchup {
+	SL_CATCHUP_LATEST = 0,
+	SL_CATCHUP_ALL,
+	SL_CATCHUP_NONE,
+};
+
+#define SL_CATCHUP_MAX 1000
+#define SL_SCHEDULE_PARAM "scheduled_at" /* filled with the tick time when declared */
 
 struct sl_flow {
 	char *name;
@@ -71,6 +123,15 @@ struct sl_flow {
 	char *trigger_dir;  /* trigger.files.dir, NULL when the flow has no file trigger */
 	char *trigger_glob; /* trigger.files.glob, default "*" */
 	char *description;  /* or NULL */
+	struct sl_flow_limit *limits; /* `concurrency:` */
+	size_t nlimits;
+	/* `schedule:` (docs/flows.md, "Schedules"); schedule_kind is SL_SCHEDULE_NONE without */
+	enum sl_schedule_kind schedule_kind;
+	struct sl_cron schedule_cron;  /* SL_SCHEDULE_CRON: the parsed expression */
+	char *schedule_text;           /* the cron expression or the interval as written */
+	long schedule_every_ms;        /* SL_SCHEDULE_EVERY: ticks at multiples since the epoch */
+	json_t *schedule_params;       /* object of parameter values for scheduled runs */
+	enum sl_catchup catchup;       /* what missed ticks do (default latest) */
 };
 
 /* Parses a flow from YAML text (copied). filename is used in messages only.
@@ -144,5 +205,29 @@ enum sl_err sl_template_eval(const char *tmpl, const struct sl_expand_ctx *ctx, 
 
 /* Renders a value as argv/env text: strings raw, others as compact JSON. Caller frees. */
 char *sl_value_to_text(json_t *v);
+
+/* What sl_flow_task_gate() decided for a task whose upstreams have all ended. */
+enum sl_gate {
+	SL_GATE_RUN = 0,
+	SL_GATE_SKIP,            /* when: is false, or an upstream was skipped (all_success) */
+	SL_GATE_UPSTREAM_FAILED, /* an upstream failed (all_success) */
+};
+
+/* Decides whether task task_index runs, once all its upstreams have ended: first its
+ * trigger_rule against up_failed (upstreams FAILED or UPSTREAM_FAILED) and up_skipped
+ * (upstreams SKIPPED), then its `when:` evaluated against ctx (params, run.*, upstream
+ * outputs; no map variables). On SL_GATE_RUN, *queue is the queue its `route:` picks, or
+ * the task's queue (borrowed from flow). On SL_OK, errstr holds the reason for a skip.
+ * When `when:` or a route rule cannot be evaluated, returns an error with the reason in
+ * errstr, naming the task. */
+enum sl_err sl_flow_task_gate(const struct sl_flow *flow, size_t task_index,
+			      const struct sl_expand_ctx *ctx, size_t up_failed,
+			      size_t up_skipped, enum sl_gate *gate, const char **queue,
+			      char *errstr, size_t errlen);
+
+/* The delay before the retry after attempt (1-based) of t failed: retry_delay_ms *
+ * backoff_factor^(attempt - 1), capped at backoff_max_ms (when > 0), then varied by
+ * (2u - 1) * backoff_jitter of itself; u is uniform in [0, 1). Never negative. */
+long sl_flow_retry_delay_ms(const struct sl_flow_task *t, unsigned attempt, double u);
 
 #endif

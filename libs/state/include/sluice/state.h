@@ -4,9 +4,12 @@
  * Key layout (all keys of one run share the hash tag {run_id}):
  *   sluice:{R}:run              HASH  id flow state params intent source created_ms ended_ms
  *                                     nodes_left tasks_total tasks_done error requested_by
+ *                                     nodes_failed
  *   sluice:{R}:node:<task>      HASH  state deps_left total done down (comma list) max_attempts
+ *                                     failed up_failed up_skipped ended_ms reason
  *   sluice:{R}:ti:<task>:<idx>  HASH  state attempt max_attempts output error exit_code worker
  *                                     started_ms finished_ms dispatch (TaskDispatch bytes)
+ *                                     retry_delays (comma list of ms)
  *   sluice:{R}:lease:<task>:<idx> STRING "<worker>:<attempt>" with PX
  *   sluice:runs                 ZSET  run id -> created_ms (global index)
  *   sluice:idem:<key>           STRING run id
@@ -14,6 +17,14 @@
  *   sluice:workers              ZSET  worker id -> last heartbeat ms
  *   sluice:worker:<id>          HASH  queue slots busy pid host started_ms draining
  *   sluice:watch:<flow>         HASH  content sha256 -> run id (watcher cursors)
+ *   sluice:sched:{<flow>}:last  STRING ms of the last schedule tick handled (planner schedule.c)
+ *   sluice:sched:{<flow>}:claim STRING planner replica firing the ticks after it, with PX
+ *   sluice:{R}:leases           SET   lease keys held in the run (run_cancel deletes them)
+ *   sluice:{R}:limits           HASH  task -> "tag=limit,..." its concurrency tags
+ *   sluice:sem:<tag>            ZSET  "<R>|<task>|<idx>|<attempt>" -> slot expiry ms
+ *   sluice:semwait:<tag>        ZSET  same holders -> us they started waiting (FIFO)
+ *   sluice:semtags              HASH  tag -> limit, for tags that have waiters
+ *   sluice:cache:<flow>:<sha256> STRING JSON {output, run, task, created_ms}, PX cache_ttl
  * <idx> is the map index, -1 for an unmapped task.
  */
 #ifndef SLUICE_STATE_H
@@ -48,8 +59,11 @@ redisReply *sl_state_commandargv(struct sl_state *st, int argc, const char **arg
 
 /* Takes the lease of instance (run, task, idx) for attempt: succeeds only when the
  * instance's current attempt is `attempt` and it is DISPATCHED (or RUNNING with a lapsed
- * lease); marks it RUNNING with worker and started_ms. Returns SL_OK, SL_ERR_STALE (the
- * dispatch is outdated: drop it), SL_ERR_BUSY (someone holds it), or SL_ERR_REDIS. */
+ * lease); marks it RUNNING with worker and started_ms. With the lease it takes one slot of
+ * each concurrency tag of the task (see sl_state_limits_set()), renewed and released with
+ * the lease. Returns SL_OK, SL_ERR_STALE (the dispatch is outdated: drop it), SL_ERR_BUSY
+ * (someone holds it, or a tag is full: the instance is now WAITING_SLOT and the planner
+ * re-dispatches it when a slot frees; drop the dispatch either way), or SL_ERR_REDIS. */
 enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const char *task,
 				   int idx, unsigned attempt, const char *worker, long ttl_ms);
 
@@ -153,6 +167,14 @@ enum sl_err sl_state_ti_add(struct sl_state *st, const char *run, const char *ta
 			    int max_attempts, const struct sl_ti_new *tis, size_t n,
 			    int64_t now_ms);
 
+/* Ends WAITING node task without running it, in state SKIPPED, UPSTREAM_FAILED or FAILED
+ * (reason says why; for FAILED it becomes the run's error unless it has one, so it should
+ * name the task). Records instance -1 in that state with the reason. outcome as for
+ * sl_state_node_start(): "finished" (ready nodes, run state), "stale" or "ended". */
+enum sl_err sl_state_node_end(struct sl_state *st, const char *run, const char *task,
+			      const char *state, const char *reason, int64_t now_ms,
+			      struct sl_transition *out);
+
 /* A result to apply; strings borrowed. status: SUCCEEDED|FAILED|TIMED_OUT|CANCELLED. */
 struct sl_result_in {
 	const char *run;
@@ -171,8 +193,10 @@ struct sl_result_in {
 	long retry_delay_ms; /* used when the failure is retried */
 };
 
-/* Applies a result once, fenced by attempt. outcome: "applied", "node_done" (ready nodes
- * listed), "retry" (scheduled after retry_delay_ms), "run_failed", "stale" (ignored). */
+/* Applies a result once, fenced by attempt. outcome: "applied", "node_done" (the node ended
+ * SUCCEEDED or FAILED once all its instances ended; ready nodes listed; run_state FAILED or
+ * SUCCEEDED when the run ended with it), "retry" (scheduled after retry_delay_ms, which is
+ * appended to the instance's retry_delays), "stale" (ignored). */
 enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,
 				  struct sl_transition *out);
 
@@ -191,5 +215,75 @@ struct sl_due {
 enum sl_err sl_state_timers_due(struct sl_state *st, int64_t now_ms, int limit,
 				struct sl_due **out, size_t *n);
 void sl_due_free(struct sl_due *due, size_t n);
+
+/* ---- reaper (planner side, see docs/guarantees.md) ----
+ * sluice:active  ZSET instance key -> last change or check ms (DISPATCHED/RUNNING/RETRY_WAIT)
+ * sluice:pending ZSET node key -> ms it became ready (until node_start)
+ * Both are maintained by the transition scripts and pruned by the reaper. */
+
+struct sl_reap_opts {
+	long settle_ms;           /* members changed less than this ago are not looked at */
+	long dispatch_timeout_ms; /* a DISPATCHED instance without a lease for this long is
+				   * re-sent (doubled per earlier re-send of that instance) */
+	long lease_grace_ms;      /* a RUNNING instance without a lease for this long is
+				   * re-sent */
+	int max_lost;             /* lost executions after which the run fails */
+	int limit;                /* instances looked at per call */
+};
+
+/* An instance the reaper made DISPATCHED again with a new attempt. reason is
+ * "dispatch_lost", "lease_lost" or "lost_too_often" (the run was failed; len == 0). */
+struct sl_reaped {
+	char *run;
+	char *task;
+	int idx;
+	unsigned attempt;
+	void *dispatch; /* stored TaskDispatch bytes of an earlier attempt: re-encode */
+	size_t len;
+	char reason[24];
+};
+
+/* Pops instances whose dispatch or execution was lost and re-dispatches them in Redis with
+ * attempt+1. *out (caller frees with sl_reaped_free()) holds *n entries; the caller must
+ * produce them. Safe to call from every planner at once (one Lua script). */
+enum sl_err sl_state_reap_instances(struct sl_state *st, int64_t now_ms,
+				    const struct sl_reap_opts *o, struct sl_reaped **out,
+				    size_t *n);
+void sl_reaped_free(struct sl_reaped *r, size_t n);
+
+/* A node that is ready but was never started. */
+struct sl_ready_node {
+	char *run;
+	char *task;
+};
+
+/* Nodes that became ready more than settle_ms ago and are still WAITING. *out (caller
+ * frees with sl_ready_nodes_free()) holds *n entries; start them with node_start, which
+ * is idempotent. */
+enum sl_err sl_state_reap_nodes(struct sl_state *st, int64_t now_ms, long settle_ms, int limit,
+				struct sl_ready_node **out, size_t *n);
+void sl_ready_nodes_free(struct sl_ready_node *r, size_t n);
+
+/* ---- concurrency limits and cache (planner side) ---- */
+
+#define SL_STATE_MAX_TAGS 8
+
+/* Records the concurrency tags of task in run as spec "tag=limit,..." (at most
+ * SL_STATE_MAX_TAGS; "" for none). Workers read it when they take the task's lease. */
+enum sl_err sl_state_limits_set(struct sl_state *st, const char *run, const char *task,
+				const char *spec);
+
+/* Hands free slots of every tag with waiters to the oldest of them that still wait (run
+ * RUNNING, instance WAITING_SLOT at that attempt): each becomes DISPATCHED again with its slot
+ * reserved for reserve_ms. *out (caller frees with sl_state_strv_free()) holds *n holders
+ * "<R>|<task>|<idx>|<attempt>" to re-dispatch; one that cannot be must be given back with
+ * sl_state_sem_unreserve() (or its reservation lapses). */
+enum sl_err sl_state_sem_wake(struct sl_state *st, long reserve_ms, char ***out, size_t *n);
+
+/* Frees the slots reserved for holder "<R>|<task>|<idx>|<attempt>". */
+enum sl_err sl_state_sem_unreserve(struct sl_state *st, const char *holder);
+
+/* Frees v[0..n) and v. Accepts NULL. */
+void sl_state_strv_free(char **v, size_t n);
 
 #endif

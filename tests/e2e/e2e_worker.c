@@ -1,0 +1,529 @@
+/* e2e_worker.c - the worker against the real stack: priority bands, /healthz /readyz /metrics,
+ * drain on SIGTERM (finish, or hand back at the drain timeout), and a Redis outage longer than
+ * the lease (the task is killed, nothing is published). */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "sluice/kafka.h"
+#include "sluice/util.h"
+#include "sluice/v1/sluice.pb-c.h"
+
+static pid_t planner;
+static int planner_port;
+static char planner_http[32];
+
+static int free_port(void);
+
+static void start_services(void)
+{
+	const char *pargs[] = {"--flows-dir", E2E_FLOWS, "--lease-ttl", "3s", "--http",
+			       planner_http, NULL};
+
+	e2e_require_env();
+	planner_port = free_port();
+	snprintf(planner_http, sizeof(planner_http), "127.0.0.1:%d", planner_port);
+	planner = e2e_spawn("worker-planner", "sluice-planner", pargs, NULL);
+	ck_assert_int_gt(planner, 0);
+}
+
+/* Workers are started inside the (forked) tests; a failed assertion skips their stop, so
+ * each one's pid also goes to a file that the suite's teardown sweeps. */
+static const char *pid_file(void)
+{
+	static char path[600];
+
+	if (!path[0])
+		snprintf(path, sizeof(path), "%s/e2e_worker.pids", e2e_tmpdir("worker"));
+	return path;
+}
+
+static pid_t spawn_worker(const char *label, const char *const *args)
+{
+	pid_t pid = e2e_spawn(label, "sluice-worker", args, NULL);
+	FILE *fp = fopen(pid_file(), "a");
+
+	if (fp) {
+		fprintf(fp, "%d\n", (int)pid);
+		fclose(fp);
+	}
+	return pid;
+}
+
+/* Kills the process group of every worker a test left behind (only sluice-workers). */
+static void sweep_workers(void)
+{
+	FILE *fp = fopen(pid_file(), "r");
+	int pid;
+
+	while (fp && fscanf(fp, "%d", &pid) == 1) {
+		char path[64], cmd[256] = "";
+		FILE *c;
+		size_t n = 0;
+
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+		if ((c = fopen(path, "r"))) {
+			n = fread(cmd, 1, sizeof(cmd) - 1, c);
+			fclose(c);
+		}
+		cmd[n] = '\0';
+		if (pid > 0 && strstr(cmd, "sluice-worker"))
+			kill(-pid, SIGKILL);
+	}
+	if (fp)
+		fclose(fp);
+	unlink(pid_file());
+}
+
+static void stop_services(void)
+{
+	sweep_workers();
+	e2e_stop(planner, SIGTERM, 15000);
+}
+
+static int free_port(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+/* GET path from 127.0.0.1:port (HTTP/1.0); returns the status (-1 when nothing answers) and
+ * the body in body (cap bytes, NUL-terminated). */
+static int http_get(int port, const char *path, char *body, size_t cap)
+{
+	struct sockaddr_in a;
+	char req[256], *buf = malloc(65536), *sep;
+	size_t n = 0;
+	ssize_t r;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
+
+	body[0] = '\0';
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		goto out;
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		goto out;
+	while (n < 65535 && (r = read(fd, buf + n, 65535 - n)) > 0)
+		n += (size_t)r;
+	buf[n] = '\0';
+	if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+		status = -1;
+	if ((sep = strstr(buf, "\r\n\r\n")))
+		snprintf(body, cap, "%s", sep + 4);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return status;
+}
+
+/* The value of an unlabelled metric in Prometheus text, or -1. */
+static long metric(const char *text, const char *name)
+{
+	char key[256];
+	const char *p;
+
+	snprintf(key, sizeof(key), "\n%s ", name);
+	if (!(p = strstr(text, key)))
+		return -1;
+	return atol(p + strlen(key));
+}
+
+static long worker_metric(int port, const char *name)
+{
+	static char body[65536];
+
+	if (http_get(port, "/metrics", body, sizeof(body)) != 200)
+		return -1;
+	return metric(body, name);
+}
+
+static char *ti_state(const char *run, const char *task, int idx)
+{
+	return e2e_ti_field(run, task, idx, "state");
+}
+
+/* Waits until instance (task, idx) of run is RUNNING; returns 1 if it got there. */
+static int wait_running(const char *run, const char *task, int idx, long ms)
+{
+	int64_t until = sl_mono_ms() + e2e_ms(ms);
+
+	while (sl_mono_ms() < until) {
+		char *s = ti_state(run, task, idx);
+		int ok = s && !strcmp(s, "RUNNING");
+
+		free(s);
+		if (ok)
+			return 1;
+		usleep(100000);
+	}
+	return 0;
+}
+
+/* Lines of a file (0 when it does not exist). */
+static int count_lines(const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	int n = 0, c;
+
+	if (!fp)
+		return 0;
+	while ((c = fgetc(fp)) != EOF)
+		n += c == '\n';
+	fclose(fp);
+	return n;
+}
+
+static int wait_lines(const char *path, int n, long ms)
+{
+	int64_t until = sl_mono_ms() + e2e_ms(ms);
+
+	while (sl_mono_ms() < until && count_lines(path) < n)
+		usleep(50000);
+	return count_lines(path) >= n;
+}
+
+/* The pid the task wrote on line `line` (1-based: "<attempt> <pid>"), or -1. */
+static pid_t task_pid(const char *path, int line)
+{
+	FILE *fp = fopen(path, "r");
+	int attempt, pid = -1;
+
+	for (int i = 0; fp && i < line; i++)
+		if (fscanf(fp, "%d %d", &attempt, &pid) != 2)
+			pid = -1;
+	if (fp)
+		fclose(fp);
+	return (pid_t)pid;
+}
+
+static int process_gone(pid_t pid)
+{
+	char path[64], buf[512], *p;
+	FILE *fp;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if (!(fp = fopen(path, "r")))
+		return 1;
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	return (p = strrchr(buf, ')')) && (p[2] == 'Z' || p[2] == 'X');
+}
+
+START_TEST(high_priority_dispatches_start_first)
+{
+	char gate[600], param[700], *block, *run, *state, *blk_state;
+	const char *gate_param[] = {param, NULL};
+	int port = free_port();
+	char http[32];
+	pid_t w;
+	long hi_max = 0, lo_min = -1;
+
+	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+	{
+		const char *wargs[] = {"--queue", "prio", "--slots", "1", "--id", "e2e-prio-w",
+				       "--http", http, NULL};
+		ck_assert_int_gt(w = spawn_worker("worker-prio", wargs), 0);
+	}
+	/* The one slot waits for a gate file while the twelve dispatches pile up. */
+	snprintf(gate, sizeof(gate), "%s/prio-gate", e2e_tmpdir("worker"));
+	unlink(gate);
+	snprintf(param, sizeof(param), "gate=%s", gate);
+	ck_assert_ptr_nonnull(block = e2e_submit(E2E_FLOWS "/blocker.yaml", gate_param));
+	ck_assert_msg(wait_running(block, "block", -1, 60000), "blocker never ran");
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/priority.yaml", NULL));
+	{
+		int64_t until = sl_mono_ms() + e2e_ms(60000);
+		long waiting = -1;
+
+		while (sl_mono_ms() < until &&
+		       (waiting = worker_metric(port, "sluice_worker_dispatches_waiting")) < 12)
+			usleep(100000);
+		ck_assert_msg(waiting >= 12, "worker has %ld dispatches waiting, want 12", waiting);
+	}
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_busy_slots"), 1);
+	{
+		FILE *fp = fopen(gate, "w");
+		ck_assert_ptr_nonnull(fp);
+		fclose(fp);
+	}
+	state = e2e_wait_run_end(run, e2e_ms(90000));
+	ck_assert_msg(state && !strcmp(state, "SUCCEEDED"), "priority run ended %s",
+		      state ? state : "-");
+	blk_state = e2e_wait_run_end(block, e2e_ms(30000));
+	ck_assert_str_eq(blk_state, "SUCCEEDED");
+	for (int i = 0; i < 6; i++) {
+		char *h = e2e_ti_field(run, "hi", i, "started_ms");
+		char *l = e2e_ti_field(run, "lo", i, "started_ms");
+
+		ck_assert(h && l);
+		if (atol(h) > hi_max)
+			hi_max = atol(h);
+		if (lo_min < 0 || atol(l) < lo_min)
+			lo_min = atol(l);
+		free(h);
+		free(l);
+	}
+	ck_assert_msg(hi_max < lo_min, "a low instance started at %ld, before the last high one "
+		      "at %ld", lo_min, hi_max);
+	ck_assert_int_ge(worker_metric(port, "sluice_worker_tasks_succeeded_total"), 13);
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
+	free(blk_state);
+	free(state);
+	free(block);
+	free(run);
+}
+END_TEST
+
+START_TEST(health_endpoints_answer)
+{
+	static char body[65536];
+	int port = free_port();
+	char http[32];
+	pid_t w;
+	int64_t until;
+	int ready = -1;
+
+	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+	{
+		const char *wargs[] = {"--queue", "health", "--slots", "2", "--id", "e2e-health-w",
+				       "--http", http, NULL};
+		ck_assert_int_gt(w = spawn_worker("worker-health", wargs), 0);
+	}
+	until = sl_mono_ms() + e2e_ms(30000);
+	while (sl_mono_ms() < until &&
+	       (ready = http_get(port, "/readyz", body, sizeof(body))) != 200)
+		usleep(100000);
+	ck_assert_int_eq(ready, 200);
+	ck_assert_int_eq(http_get(port, "/healthz", body, sizeof(body)), 200);
+	ck_assert_int_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+	ck_assert_msg(strstr(body, "# TYPE sluice_worker_tasks_started_total counter\n"), "%s",
+		      body);
+	ck_assert_int_eq(metric(body, "sluice_worker_slots"), 2);
+	ck_assert_int_eq(metric(body, "sluice_worker_busy_slots"), 0);
+	ck_assert_int_eq(metric(body, "sluice_worker_leases_lost_total"), 0);
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
+}
+END_TEST
+
+/* Starts a worker of the drain queue with one slot and the given drain timeout. */
+static pid_t drain_worker(const char *id, const char *drain_timeout)
+{
+	const char *wargs[] = {"--queue", "drain", "--slots", "1", "--id", id,
+			       "--drain-timeout", drain_timeout, "--kill-grace", "1s", NULL};
+	pid_t w = spawn_worker(id, wargs);
+
+	ck_assert_int_gt(w, 0);
+	return w;
+}
+
+/* Submits the sleeper flow; attempt 1 sleeps secs, later attempts do not. */
+static char *submit_sleeper(const char *mark, int secs)
+{
+	char p1[700], p2[32];
+	const char *params[] = {p1, p2, NULL};
+
+	snprintf(p1, sizeof(p1), "mark=%s", mark);
+	snprintf(p2, sizeof(p2), "secs=%d", secs);
+	unlink(mark);
+	return e2e_submit(E2E_FLOWS "/sleeper.yaml", params);
+}
+
+START_TEST(sigterm_lets_the_running_task_finish)
+{
+	char mark[600], *run, *state, *attempt;
+	pid_t w = drain_worker("e2e-drain-finish", "60s");
+	int status;
+
+	snprintf(mark, sizeof(mark), "%s/drain-finish", e2e_tmpdir("worker"));
+	ck_assert_ptr_nonnull(run = submit_sleeper(mark, 3));
+	ck_assert_msg(wait_lines(mark, 1, 60000), "the task never started");
+	kill(w, SIGTERM);
+	/* The worker exits once its task is done, and not before. */
+	status = e2e_stop(w, 0, e2e_ms(30000));
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "worker status %d", status);
+	state = e2e_wait_run_end(run, e2e_ms(30000));
+	ck_assert_str_eq(state, "SUCCEEDED");
+	attempt = e2e_ti_field(run, "nap", -1, "attempt");
+	ck_assert_str_eq(attempt, "1"); /* finished, not handed back */
+	ck_assert_int_eq(count_lines(mark), 1);
+	free(attempt);
+	free(state);
+	free(run);
+}
+END_TEST
+
+START_TEST(sigterm_hands_back_at_the_drain_timeout)
+{
+	char mark[600], *run, *state, *attempt;
+	pid_t w = drain_worker("e2e-drain-back", "1s"), w2, pid;
+	int64_t t0;
+	int status;
+
+	snprintf(mark, sizeof(mark), "%s/drain-back", e2e_tmpdir("worker"));
+	ck_assert_ptr_nonnull(run = submit_sleeper(mark, 120));
+	ck_assert_msg(wait_lines(mark, 1, 60000), "the task never started");
+	pid = task_pid(mark, 1);
+	ck_assert_int_gt(pid, 0);
+	t0 = sl_mono_ms();
+	kill(w, SIGTERM);
+	status = e2e_stop(w, 0, e2e_ms(20000));
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "worker status %d", status);
+	ck_assert_msg(sl_mono_ms() - t0 < e2e_ms(15000), "drain took %lld ms",
+		      (long long)(sl_mono_ms() - t0));
+	ck_assert_msg(process_gone(pid), "task process %d survived its worker", (int)pid);
+	/* handed back: the lease was released, not left to lapse */
+	{
+		redisReply *r = sl_state_command(e2e_state(), "EXISTS sluice:{%s}:lease:nap:-1", run);
+		ck_assert_ptr_nonnull(r);
+		ck_assert_msg(r->integer == 0, "lease still held after the hand-back");
+		freeReplyObject(r);
+	}
+	/* another worker picks the re-dispatch up and finishes the run */
+	w2 = drain_worker("e2e-drain-back2", "20s");
+	state = e2e_wait_run_end(run, e2e_ms(90000));
+	ck_assert_msg(state && !strcmp(state, "SUCCEEDED"), "run ended %s", state ? state : "-");
+	attempt = e2e_ti_field(run, "nap", -1, "attempt");
+	ck_assert_msg(attempt && atoi(attempt) >= 2, "attempt %s", attempt ? attempt : "-");
+	ck_assert_int_ge(count_lines(mark), 2);
+	ck_assert_int_eq(e2e_stop(w2, SIGTERM, 15000), 0);
+	free(attempt);
+	free(state);
+	free(run);
+}
+END_TEST
+
+/* Number of TaskResults for (run, attempt) on sluice.tasks.results, read from the start by a
+ * fresh group for up to ms. */
+static int results_for(const char *run, unsigned attempt, long ms)
+{
+	char group[64], errstr[256];
+	const char *topics[] = {SL_TOPIC_RESULTS};
+	struct sl_kafka_consumer *c;
+	int64_t until = sl_mono_ms() + ms;
+	int n = 0;
+
+	snprintf(group, sizeof(group), "e2e-results-%lld", (long long)sl_now_ms());
+	c = sl_kafka_consumer_new(getenv("SLUICE_KAFKA_BROKERS"), group, topics, 1, errstr,
+				  sizeof(errstr));
+	ck_assert_msg(c != NULL, "consumer: %s", errstr);
+	while (sl_mono_ms() < until) {
+		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 200);
+		Sluice__V1__TaskResult *r;
+
+		if (!m)
+			continue;
+		r = sluice__v1__task_result__unpack(NULL, m->len, m->payload);
+		if (r && r->run_id && !strcmp(r->run_id, run) && r->attempt == attempt)
+			n++;
+		if (r)
+			sluice__v1__task_result__free_unpacked(r, NULL);
+		rd_kafka_message_destroy(m);
+	}
+	sl_kafka_consumer_destroy(c);
+	return n;
+}
+
+static int redis_script(const char *verb)
+{
+	char cmd[8192];
+
+	snprintf(cmd, sizeof(cmd), "'%s/scripts/redis' %s '%s' >>'%s/logs/redis-script.log' 2>&1",
+		 SLUICE_SOURCE_DIR, verb, getenv("SLUICE_REDIS_DATA"), getenv("SLUICE_TEST_TMP"));
+	return system(cmd);
+}
+
+START_TEST(redis_outage_past_the_lease_kills_the_task_and_publishes_nothing)
+{
+	char mark[600], *run, *state;
+	pid_t w = drain_worker("e2e-redis-out", "20s"), pid;
+	int64_t t0, took;
+	int gone = 0;
+
+	ck_assert_ptr_nonnull(getenv("SLUICE_REDIS_DATA"));
+	snprintf(mark, sizeof(mark), "%s/redis-out", e2e_tmpdir("worker"));
+	ck_assert_ptr_nonnull(run = submit_sleeper(mark, 120));
+	ck_assert_msg(wait_lines(mark, 1, 60000), "the task never started");
+	ck_assert_int_gt(pid = task_pid(mark, 1), 0);
+	ck_assert_int_eq(redis_script("stop"), 0);
+	t0 = sl_mono_ms();
+	/* the lease is 3 s: the task must be gone within the lease (+ the 1 s kill grace and
+	 * slack for a loaded machine), not at the end of its 120 s sleep */
+	while (sl_mono_ms() - t0 < e2e_ms(10000) && !(gone = process_gone(pid)))
+		usleep(50000);
+	took = sl_mono_ms() - t0;
+	if (gone)
+		sleep(2); /* well past the lease */
+	/* Redis comes back before any assertion, so a failure here spares the next tests. */
+	ck_assert_int_eq(redis_script("start"), 0);
+	ck_assert_msg(gone, "task %d still runs %lld ms into the redis outage", (int)pid,
+		      (long long)took);
+	ck_assert_msg(took < e2e_ms(6000), "task stopped only %lld ms into the outage (lease 3 s)",
+		      (long long)took);
+	/* the planner re-dispatches the lost attempt; attempt 2 finishes at once */
+	state = e2e_wait_run_end(run, e2e_ms(120000));
+	ck_assert_msg(state && !strcmp(state, "SUCCEEDED"), "run ended %s", state ? state : "-");
+	ck_assert_msg(results_for(run, 1, e2e_ms(8000)) == 0,
+		      "a result of the killed attempt 1 was published");
+	ck_assert_int_eq(results_for(run, 2, e2e_ms(8000)), 1);
+	ck_assert(e2e_alive(w));
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
+	free(state);
+	free(run);
+}
+END_TEST
+
+START_TEST(planner_serves_metrics)
+{
+	static char body[65536];
+
+	ck_assert_int_eq(http_get(planner_port, "/healthz", body, sizeof(body)), 200);
+	ck_assert_int_eq(http_get(planner_port, "/readyz", body, sizeof(body)), 200);
+	ck_assert_int_eq(http_get(planner_port, "/metrics", body, sizeof(body)), 200);
+	/* the runs of the tests above went through this planner */
+	ck_assert_msg(metric(body, "sluice_planner_run_requests_total") >= 4, "%s", body);
+	ck_assert_msg(metric(body, "sluice_planner_task_results_total") >= 4, "%s", body);
+	ck_assert_msg(metric(body, "sluice_planner_flows") >= 4, "%s", body);
+}
+END_TEST
+
+int main(void)
+{
+	const TTest *const tests[] = {
+		health_endpoints_answer,
+		high_priority_dispatches_start_first,
+		sigterm_lets_the_running_task_finish,
+		sigterm_hands_back_at_the_drain_timeout,
+		redis_outage_past_the_lease_kills_the_task_and_publishes_nothing,
+		planner_serves_metrics,
+		NULL,
+	};
+
+	return e2e_run_suite("e2e_worker", start_services, stop_services, 300, tests);
+}
