@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -223,6 +222,10 @@ class Bench:
         self.peer_info = {}
         self.slots_total = args.workers * args.slots
         self.loadavg_start = os.getloadavg()
+        # experiments with configuration levers: services and CLI inherit these
+        os.environ.update(args.service_env)
+        if args.redis_appendfsync:
+            self.redis.cmd("CONFIG", "SET", "appendfsync", args.redis_appendfsync)
 
     # ---- sizes and timeouts
 
@@ -756,6 +759,7 @@ def machine_info(args, bench):
         "peers": bench.peer_info,
         "loadavg_start": " ".join(f"{x:.2f}" for x in bench.loadavg_start),
         "loadavg_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "service_env": " ".join(f"{k}={v}" for k, v in args.service_env.items()) or "-",
         "workers": args.workers,
         "slots_per_worker": args.slots,
         "scale": args.scale,
@@ -828,7 +832,7 @@ def write_results(rows, bench, info, args):
                 "minus before, over the instances.\n\n")
         f.write("## Machine\n\n")
         for k in ("cores", "cpu", "memory_gib", "kernel", "sluice", "librdkafka", "hiredis", "redis",
-                  "redis_appendfsync", "kafka", "python", "loadavg_start", "loadavg_end"):
+                  "redis_appendfsync", "kafka", "python", "loadavg_start", "loadavg_end", "service_env"):
             f.write(f"- {k}: {info[k]}\n")
         if peers:
             f.write("- peers: " + ", ".join(f"{k} {v}" for k, v in peers.items() if v) + "\n")
@@ -852,6 +856,10 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=2, help="sluice workers (and peer worker processes)")
     p.add_argument("--slots", type=int, default=4, help="slots per sluice worker")
     p.add_argument("--diamond-sleep", type=float, default=0.1, help="workload 4: max sleep per task")
+    p.add_argument("--service-env", action="append", default=[], metavar="K=V",
+                   help="environment for sluice's services and CLI, e.g. SLUICE_KAFKA_LINGER_MS=20 (repeatable)")
+    p.add_argument("--redis-appendfsync", choices=["always", "everysec", "no"], default=None,
+                   help="CONFIG SET appendfsync on the bench's Redis (default: as scripts/redis starts it)")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     p.add_argument("--spawn-loop", required=True, help="the built bench/spawn_loop.c")
     p.add_argument("--out", default=None, help="results dir (default bench/results; smoke: $SLUICE_TEST_TMP)")
@@ -859,7 +867,14 @@ def parse_args(argv):
                                                   "bench-venv"))
     p.add_argument("--no-install", dest="install", action="store_false", default=None)
     a = p.parse_args(argv)
-    a.argv = [x for x in argv if not x.startswith("--spawn-loop") and not x.startswith("--build-dir")]
+    a.argv, skip = [], False
+    for x in argv:  # the command as typed to bench/run (it adds --spawn-loop; --build-dir is shown)
+        if skip:
+            skip = False
+        elif x == "--spawn-loop":
+            skip = True
+        elif not x.startswith("--spawn-loop="):
+            a.argv.append(x)
     a.workloads = [int(x) for x in a.workloads.split(",") if x.strip()]
     if any(w not in WORKLOADS for w in a.workloads):
         p.error(f"workloads are 1..{len(WORKLOADS)}")
@@ -870,6 +885,13 @@ def parse_args(argv):
             p.error(f"bad --size {s!r} (W=N)")
         sizes[int(k)] = int(v)
     a.size = sizes
+    env = {}
+    for kv in a.service_env:
+        k, eq, v = kv.partition("=")
+        if not eq or not re.match(r"^SLUICE_[A-Z0-9_]+$", k):
+            p.error(f"bad --service-env {kv!r} (SLUICE_NAME=VALUE)")
+        env[k] = v
+    a.service_env = env
     if a.install is None:
         a.install = not a.smoke
     if a.peers is None:
@@ -886,6 +908,9 @@ def parse_args(argv):
 
 
 def main(argv):
+    if "--args-only" in argv:  # bench/run checks the options before it starts Kafka
+        parse_args([a for a in argv if a != "--args-only"])
+        return 0
     args = parse_args(argv)
     try:
         bench = Bench(args)

@@ -204,6 +204,9 @@ def main(argv):
     no_perf = "--no-perf" in argv or "--callgrind" in argv
     callgrind = "--callgrind" in argv
     argv = [a for a in argv if a not in ("--strace", "--no-perf", "--profile", "--callgrind")]
+    if "--args-only" in argv:
+        harness.parse_args([a for a in argv if a != "--args-only"])
+        return 0
     args = harness.parse_args(argv + ["--peers", "none"])
     args.strace, args.no_perf, args.callgrind = strace, no_perf, callgrind
     prof = Profiler(args)

@@ -79,6 +79,11 @@ enum sl_err planner_reap(struct planner *p)
 	size_t nlost = 0, nready = 0;
 	enum sl_err rc;
 
+	/* A restarted planner gets its partitions only once the group has rebalanced (up to
+	 * the session timeout); until then results are waiting in Kafka, and reaping their
+	 * released leases would only run tasks again. Other replicas reap meanwhile. */
+	if (!sl_kafka_consumer_assigned(p->consumer))
+		return SL_OK;
 	if (o.dispatch_timeout_ms < o.settle_ms)
 		o.settle_ms = o.dispatch_timeout_ms;
 	if (o.lease_grace_ms < o.settle_ms)
