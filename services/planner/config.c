@@ -15,7 +15,6 @@ const struct sl_config_entry planner_config_table[] = {
 	{"lease-ttl", SL_CFG_DURATION, "10s", F(lease_ttl_ms), "task lease time-to-live given to workers"},
 	{"timer-interval", SL_CFG_DURATION, "100ms", F(timer_interval_ms), "how often due retries are looked for"},
 	{"partitions", SL_CFG_INT, "8", F(partitions), "partitions of topics the planner creates"},
-	{"dispatch-batch", SL_CFG_INT, "1000", F(dispatch_batch), "instances written to Redis per script call"},
 	{"max-output", SL_CFG_INT, "1048576", F(max_output), "default cap of a task's stdout in bytes"},
 	{"reap-interval", SL_CFG_DURATION, "1s", F(reap_interval_ms), "how often lost dispatches, lost leases and unstarted nodes are looked for"},
 	{"dispatch-timeout", SL_CFG_DURATION, "30s", F(dispatch_timeout_ms), "a dispatched task nobody took for this long is sent again (doubling per resend)"},

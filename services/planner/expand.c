@@ -281,7 +281,7 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 	struct sl_instance *inst = NULL;
 	struct sl_ti_new *tis = NULL;
 	uint8_t **bufs = NULL;
-	size_t n = 0, batch = (size_t)(p->cfg.dispatch_batch > 0 ? p->cfg.dispatch_batch : 1000);
+	size_t n = 0;
 	struct sl_transition tr = {0};
 	const struct sl_flow_task *t;
 	const char *tq = "default";
@@ -326,24 +326,13 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 		tis[i].idx = inst[i].map_index;
 		tis[i].dispatch = bufs[i];
 	}
-	rc = sl_state_node_start(p->state, run->id, name, n, t->retries + 1, tis,
-				 n < batch ? n : batch, sl_now_ms(), &tr);
+	rc = sl_state_node_start(p->state, run->id, name, n, t->retries + 1, tis, n, sl_now_ms(),
+				 &tr);
 	if (rc != SL_OK)
 		goto out;
 	planner_fault_point("after_node_start"); /* recorded, not yet produced */
 	if (!strcmp(tr.outcome, "stale") || !strcmp(tr.outcome, "ended"))
 		goto out;
-	for (size_t off = batch; off < n; off += batch) {
-		size_t cnt = n - off < batch ? n - off : batch;
-		rc = sl_state_ti_add(p->state, run->id, name, t->retries + 1, tis + off, cnt,
-				     sl_now_ms());
-		if (rc == SL_ERR_STALE) {
-			rc = SL_OK;
-			goto out;
-		}
-		if (rc != SL_OK)
-			goto out;
-	}
 	SL_DEBUG("run %s: task %s started with %zu instances", run->id, name, n);
 	if ((rc = planner_limits_prepare(p, run, t)) != SL_OK)
 		goto out;

@@ -23,7 +23,6 @@ struct planner_config {
 	long lease_ttl_ms;
 	long timer_interval_ms;
 	long partitions;
-	long dispatch_batch;
 	long max_output;
 	long reap_interval_ms;    /* reaper.c */
 	long dispatch_timeout_ms;

@@ -33,7 +33,10 @@ void *worker_lease_main(void *arg)
 			enum sl_err err;
 			int64_t now = sl_mono_ms();
 
-			if (!s->job || atomic_load(&s->lost) || now < s->next_renew_ms)
+			/* A slot whose result is out needs its lease no more: the planner
+			 * releases it when it records the result. */
+			if (!s->job || atomic_load(&s->lost) || now < s->next_renew_ms ||
+			    s->result_out)
 				continue;
 			sl_strlcpy(rn.run, s->job->run_id, sizeof(rn.run));
 			sl_strlcpy(rn.task, s->job->task, sizeof(rn.task));
@@ -56,8 +59,8 @@ void *worker_lease_main(void *arg)
 					SL_INFO("lease renewal works again");
 					failing = 0;
 				}
-			} else if (err == SL_ERR_STALE && s->delivery == WORKER_DELIVERY_OK) {
-				/* The result is out and the slot released the lease: not a loss. */
+			} else if (err == SL_ERR_STALE && s->result_out) {
+				/* The result is out and the planner released the lease: not a loss. */
 				s->next_renew_ms = now + rn.ttl_ms / 3;
 			} else if (err == SL_ERR_STALE) {
 				atomic_store(&s->lost, 1);

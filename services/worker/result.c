@@ -1,4 +1,4 @@
-/* result.c - encodes a TaskResult, produces it to sluice.tasks.results and awaits delivery. */
+/* result.c - encodes a TaskResult and queues it on sluice.tasks.results. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -6,19 +6,6 @@
 #include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "worker.h"
-
-void worker_on_delivery(void *opaque, enum sl_err err, const char *reason, void *ctx)
-{
-	struct worker_slot *s = opaque;
-	struct worker *w = ctx;
-
-	if (!s) /* a dead letter: the producer logged a failure already */
-		return;
-	pthread_mutex_lock(&w->lock);
-	s->delivery = err == SL_OK ? WORKER_DELIVERY_OK : WORKER_DELIVERY_FAILED;
-	pthread_cond_broadcast(&w->cond);
-	pthread_mutex_unlock(&w->lock);
-}
 
 static void fill(Sluice__V1__TaskResult *r, const struct worker *w,
 		 const Sluice__V1__TaskDispatch *d, struct worker_outcome *out)
@@ -48,7 +35,6 @@ enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskD
 {
 	struct worker *w = s->w;
 	Sluice__V1__TaskResult r = SLUICE__V1__TASK_RESULT__INIT;
-	enum worker_delivery state;
 	uint8_t *buf = NULL;
 	size_t len;
 	enum sl_err err;
@@ -76,28 +62,17 @@ enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskD
 		goto out;
 	}
 	sluice__v1__task_result__pack(&r, buf);
-	pthread_mutex_lock(&w->lock);
-	s->delivery = WORKER_DELIVERY_PENDING;
-	pthread_mutex_unlock(&w->lock);
+	/* Queued, not awaited: the planner's result_apply releases the lease once the result is
+	 * recorded, and a result that never arrives lets the lease lapse, after which the
+	 * reaper re-dispatches. Waiting for each delivery report capped a slot at one task per
+	 * producer round trip. */
 	err = sl_kafka_produce(w->producer, SL_TOPIC_RESULTS, d->run_id, strlen(d->run_id), buf,
-			       len, s);
-	if (err != SL_OK)
-		goto out;
-	/* Any thread's poll may serve our report (rd_kafka_poll is thread-safe), hence the
-	 * short poll; librdkafka reports every message within message.timeout.ms. */
-	for (;;) {
+			       len, NULL);
+	if (err == SL_OK) {
 		pthread_mutex_lock(&w->lock);
-		state = s->delivery;
+		s->result_out = 1;
 		pthread_mutex_unlock(&w->lock);
-		if (state != WORKER_DELIVERY_PENDING)
-			break;
-		if (atomic_load(&w->hard_stop)) {
-			err = SL_ERR_CANCELLED; /* the producer's final flush still sends it */
-			goto out;
-		}
-		sl_kafka_producer_poll(w->producer, 10);
 	}
-	err = state == WORKER_DELIVERY_OK ? SL_OK : SL_ERR_KAFKA;
 out:
 	free(buf);
 	return err;

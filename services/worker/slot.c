@@ -1,4 +1,4 @@
-/* slot.c - executor threads: one task instance at a time, result published, lease released. */
+/* slot.c - executor threads: one task instance at a time, its result queued for the planner. */
 #include <string.h>
 
 #include "sluice/log.h"
@@ -45,7 +45,7 @@ int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_m
 		 * of worker_lease_stop_by() covers it. */
 		atomic_store(&s->stop_by_ms, worker_lease_stop_by(w, sl_mono_ms(), ttl_ms));
 		s->gen++;
-		s->delivery = WORKER_DELIVERY_NONE;
+		s->result_out = 0;
 		atomic_store(&s->lost, 0);
 		w->nbusy++;
 		sl_metric_set(w->m.busy, w->nbusy);
@@ -83,8 +83,9 @@ static const char *status_name(Sluice__V1__TaskStatus st)
 	}
 }
 
-/* Runs d and settles it: publish then release, or (lease lost) neither, or (hard stop)
- * release only, so the planner re-dispatches at once. */
+/* Runs d and settles it: publish (the planner releases the lease when it records the
+ * result), or (lease lost) nothing, or (hard stop) release only, so the planner
+ * re-dispatches at once. */
 static void execute(struct worker_slot *s, const Sluice__V1__TaskDispatch *d)
 {
 	struct worker_outcome out;
@@ -116,12 +117,13 @@ static void execute(struct worker_slot *s, const Sluice__V1__TaskDispatch *d)
 		 d->run_id, d->task, d->map_index, d->attempt, status_name(out.status),
 		 (long long)(out.finished_ms - out.started_ms), out.error[0] ? ": " : "",
 		 out.error);
-	/* A failed delivery is logged by the producer; releasing the lease then lets the
-	 * planner's reaper re-dispatch instead of waiting for the lease to lapse. */
 	sl_metric_inc(out.status == SLUICE__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED ? s->w->m.succeeded
 										   : s->w->m.failed);
-	worker_result_publish(s, d, &out);
-	release_lease(s, d);
+	/* The lease stays until the planner records the result (result_apply releases it); a
+	 * result that cannot be queued leaves it to lapse, and the reaper re-dispatches. */
+	if (worker_result_publish(s, d, &out) != SL_OK)
+		SL_WARN("%s/%s[%d] attempt %u: result not queued; the lease will lapse", d->run_id,
+			d->task, d->map_index, d->attempt);
 out:
 	worker_outcome_clear(&out);
 }
@@ -146,7 +148,7 @@ void *worker_slot_main(void *arg)
 
 		pthread_mutex_lock(&w->lock);
 		s->job = NULL;
-		s->delivery = WORKER_DELIVERY_NONE;
+		s->result_out = 0;
 		w->nbusy--;
 		sl_metric_set(w->m.busy, w->nbusy);
 		pthread_cond_broadcast(&w->cond);

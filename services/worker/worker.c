@@ -181,7 +181,7 @@ struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t
 		goto fail;
 	}
 	if (!(w->producer = sl_kafka_producer_new(cfg->kafka_brokers, WORKER_PRODUCER_LINGER_MS,
-						  worker_on_delivery, w, errstr, errlen)))
+						  NULL, NULL, errstr, errlen)))
 		goto fail;
 	warm_up(w);
 	/* Each Redis user gets its own connection: hiredis contexts are not thread-safe. */

@@ -54,13 +54,6 @@ enum sl_err worker_config_finish(struct worker_config *cfg, char *errstr, size_t
 
 /* ---- worker.c: lifecycle ---- */
 
-enum worker_delivery {
-	WORKER_DELIVERY_NONE = 0,
-	WORKER_DELIVERY_PENDING,
-	WORKER_DELIVERY_OK,
-	WORKER_DELIVERY_FAILED,
-};
-
 /* One executor thread and the task instance it holds. The fields below `lock:` are guarded
  * by worker.lock; job is set by the consume loop and cleared by the slot thread. */
 struct worker_slot {
@@ -74,7 +67,7 @@ struct worker_slot {
 	long ttl_ms;
 	int64_t next_renew_ms; /* monotonic */
 	unsigned gen;          /* bumped per job, so the lease thread can tell jobs apart */
-	enum worker_delivery delivery;
+	int result_out; /* the result is queued: the planner releases the lease */
 	/* Set by the lease thread when the lease is lost, or by worker_slot_should_stop() once
 	 * stop_by_ms passed: stop the task, publish nothing. */
 	atomic_int lost;
@@ -201,15 +194,12 @@ void worker_builtin_run(const char *name, const void *input, size_t len, const c
 
 /* ---- result.c ---- */
 
-/* Publishes out as the TaskResult of d to sluice.tasks.results (key = run id) and waits for
- * its delivery report. Returns SL_OK once the broker has it; SL_ERR_KAFKA when delivery
- * failed (logged); SL_ERR_CANCELLED when a hard stop cut the wait short.
- * @locality slot thread. */
+/* Queues out as the TaskResult of d on sluice.tasks.results (key = run id) and marks the
+ * slot's result as out, without waiting for the delivery report: the planner releases the
+ * lease when it records the result. Returns SL_OK once queued, SL_ERR_KAFKA (logged) when
+ * the producer refused it. @locality slot thread. */
 enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskDispatch *d,
 				  struct worker_outcome *out);
-
-/* The producer's delivery callback: opaque is the publishing slot, or NULL (dead letters). */
-void worker_on_delivery(void *opaque, enum sl_err err, const char *reason, void *ctx);
 
 /* ---- lease.c ---- */
 

@@ -221,6 +221,39 @@ START_TEST(worker_runs_several_instances_at_once)
 }
 END_TEST
 
+START_TEST(timeout_kills_the_group_and_is_retried)
+{
+	const char *dir = e2e_tmpdir("timeout");
+	char param[4200], *run = NULL, *state, *attempt;
+	int code;
+
+	snprintf(param, sizeof(param), "dir=%s", dir);
+	code = submit_wait(E2E_FLOWS "/timeout.yaml", param, &run);
+	ck_assert_int_eq(code, 1);
+	state = e2e_ti_field(run, "stuck", -1, "state");
+	ck_assert_str_eq(state, "TIMED_OUT");
+	attempt = e2e_ti_field(run, "stuck", -1, "attempt");
+	ck_assert_str_eq(attempt, "2");
+	/* both attempts ran and neither process survived its SIGTERM-ignoring trap */
+	for (int a = 1; a <= 2; a++) {
+		char path[4300];
+		FILE *f;
+		int pid = 0;
+
+		snprintf(path, sizeof(path), "%s/pid-%d", dir, a);
+		f = fopen(path, "r");
+		ck_assert_msg(f != NULL, "attempt %d did not run", a);
+		ck_assert_int_eq(fscanf(f, "%d", &pid), 1);
+		fclose(f);
+		ck_assert_msg(kill(pid, 0) != 0, "attempt %d (pid %d) is still alive", a, pid);
+	}
+	free(attempt);
+	free(state);
+	free(run);
+	free((void *)dir);
+}
+END_TEST
+
 START_TEST(bad_flow_file_is_rejected_with_line)
 {
 	char *out = NULL, *err = NULL;
@@ -277,6 +310,54 @@ START_TEST(malformed_messages_are_dead_lettered)
 }
 END_TEST
 
+START_TEST(cli_filters_tables_and_flow_list)
+{
+	char *out = NULL, *run = NULL;
+	json_t *doc;
+	const char *failed[] = {"runs", "--flow", "always_fail", "--state", "FAILED", "--json", NULL};
+	const char *none[] = {"runs", "--flow", "always_fail", "--state", "SUCCEEDED", "--json",
+			      NULL};
+	const char *list[] = {"flows", "list", "--dir", SLUICE_SOURCE_DIR "/examples", NULL};
+
+	/* filters: at least the run of exhausted_retries_fail_the_run, and only matching ones */
+	ck_assert_int_eq(e2e_cli(&out, NULL, failed), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_msg(doc && json_array_size(doc) >= 1, "runs --flow --state: %s", out);
+	for (size_t i = 0; i < json_array_size(doc); i++) {
+		json_t *r = json_array_get(doc, i);
+		ck_assert_str_eq(json_string_value(json_object_get(r, "flow")), "always_fail");
+		ck_assert_str_eq(json_string_value(json_object_get(r, "state")), "FAILED");
+	}
+	json_decref(doc);
+	free(out);
+	ck_assert_int_eq(e2e_cli(&out, NULL, none), 0);
+	doc = json_loads(out, 0, NULL);
+	ck_assert_msg(doc && json_array_size(doc) == 0, "no SUCCEEDED always_fail run: %s", out);
+	json_decref(doc);
+	free(out);
+	/* the status table of a finished diamond shows the total */
+	ck_assert_int_eq(submit_wait("diamond", "n=5", &run), 0);
+	const char *status[] = {"status", run, NULL};
+	ck_assert_int_eq(e2e_cli(&out, NULL, status), 0);
+	ck_assert_msg(strstr(out, "TASK") && strstr(out, "STATE") && strstr(out, "ATTEMPT"),
+		      "status table header: %s", out);
+	{
+		/* sum of (i+1)+(i-1) for i < 5 */
+		const char *line = strstr(out, "\ntotal ");
+		const char *eol = line ? strchr(line + 1, '\n') : NULL;
+		const char *v = line ? strstr(line, " 20") : NULL;
+		ck_assert_msg(line && v && (!eol || v < eol), "total 20 for n=5 in: %s", out);
+	}
+	free(out);
+	/* flows list names the shipped flows */
+	ck_assert_int_eq(e2e_cli(&out, NULL, list), 0);
+	ck_assert_msg(strstr(out, "diamond") && strstr(out, "ingest") && strstr(out, "inbox"),
+		      "flows list: %s", out);
+	free(out);
+	free(run);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -285,8 +366,10 @@ int main(void)
 		status_and_runs_show_the_run,
 		failed_attempt_is_retried,
 		exhausted_retries_fail_the_run,
+		cli_filters_tables_and_flow_list,
 		lease_is_renewed_while_task_runs,
 		worker_runs_several_instances_at_once,
+		timeout_kills_the_group_and_is_retried,
 		bad_flow_file_is_rejected_with_line,
 		unknown_flow_is_rejected,
 		malformed_messages_are_dead_lettered,

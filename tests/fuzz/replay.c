@@ -86,7 +86,8 @@ static int replay_dir(const char *dir, size_t *count)
 			goto out;
 		n++;
 	}
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n)
+		qsort(names, n, sizeof(*names), cmp_names);
 	for (size_t i = 0; i < n; i++) {
 		struct stat st;
 

@@ -25,7 +25,7 @@ long e2e_ms(long ms);
 /* Aborts the test run with a message when the session variables are missing. */
 void e2e_require_env(void);
 
-/* A directory of its own under SLUICE_TEST_TMP; returns a static-lifetime copy path. */
+/* A directory of its own under SLUICE_TEST_TMP (created); returns its path: caller frees. */
 const char *e2e_tmpdir(const char *name);
 
 /* Starts build/bin/<bin> with args (NULL-terminated) and extra "NAME=value" env entries

@@ -15,7 +15,7 @@
 #define SL_FLOW_MAX_OUTPUT (1L << 20)   /* largest max_output a task may ask for */
 #define SL_FLOW_DEF_OUTPUT 65536L       /* max_output when neither the task nor defaults say */
 #ifndef SL_RANGE_MAX /* the fuzz build lowers it: docs/fuzzing.md */
-#define SL_RANGE_MAX 10000000LL         /* longest list range() may produce */
+#define SL_RANGE_MAX 1000000LL          /* longest list range() may produce */
 #endif
 #define SL_EXPR_MAX_DEPTH 64            /* nesting of an expression */
 

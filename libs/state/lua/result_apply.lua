@@ -4,6 +4,8 @@
 --       5 exit code, 6 worker, 7 started ms, 8 finished ms, 9 now ms, 10 retry delay ms,
 --       11 timer member for a retry ("<R>|<task>|<idx>|<next attempt>"), 12 node key
 --       prefix, 13 task name
+-- The lease of the attempt and its concurrency slots are released once the result passes
+-- the fence.
 -- Returns {outcome, run state, ready nodes...}; outcome is 'applied', 'node_done' (the node
 -- ended, SUCCEEDED or FAILED: the run state says whether the run ended too), 'retry' or
 -- 'stale' (not the current attempt: nothing changed). A failure on the last attempt fails
@@ -14,6 +16,23 @@ if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[1])
    or (ti[1] ~= 'RUNNING' and ti[1] ~= 'DISPATCHED') then
   redis.call('HINCRBY', KEYS[1], 'stale_results', 1)
   return {'stale', redis.call('HGET', KEYS[1], 'state') or 'MISSING'}
+end
+-- The result settles this attempt, so its lease and concurrency slots end here: the worker
+-- frees its slot as soon as the result is queued, without waiting for the delivery report
+-- and a release of its own. Key names follow the instance's: sluice:{R}:ti:<task>:<idx>.
+do
+  local base = string.sub(KEYS[1], 1, -4)
+  local lease = base .. 'lease:' .. string.sub(KEYS[3], #base + 4)
+  redis.call('DEL', lease)
+  redis.call('SREM', base .. 'leases', lease)
+  local spec = redis.call('HGET', base .. 'limits', ARGV[13])
+  if spec then
+    local member = string.match(KEYS[1], '^sluice:{(.*)}:run$') .. '|' .. ARGV[13] .. '|'
+                   .. string.match(KEYS[3], ':(-?%d+)$') .. '|' .. ARGV[1]
+    for tag in string.gmatch(spec, '([^,=]+)=') do
+      redis.call('ZREM', 'sluice:sem:' .. tag, member)
+    end
+  end
 end
 local run_state = redis.call('HGET', KEYS[1], 'state')
 if ARGV[2] == 'SUCCEEDED' then

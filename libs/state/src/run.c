@@ -232,34 +232,79 @@ static int push_instances(struct args *a, const struct sl_ti_new *tis, size_t n)
 	return 0;
 }
 
+/* Instances written per script call inside a node start's transaction. */
+#define NODE_START_BATCH 1000
+
 enum sl_err sl_state_node_start(struct sl_state *st, const char *run, const char *task,
 				size_t total, int max_attempts, const struct sl_ti_new *tis,
 				size_t n, int64_t now_ms, struct sl_transition *out)
 {
 	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], node_prefix[STATE_KEY_MAX],
 		ti_prefix[STATE_KEY_MAX];
-	struct args a = {0};
+	size_t calls = n > NODE_START_BATCH ? (n + NODE_START_BATCH - 1) / NODE_START_BATCH : 1;
+	struct args *a = calloc(calls, sizeof(*a));
+	const char **names = calloc(calls, sizeof(*names));
+	const char *const **argv = calloc(calls, sizeof(*argv));
+	const size_t **lens = calloc(calls, sizeof(*lens));
+	int *nkeys = calloc(calls, sizeof(*nkeys)), *argc = calloc(calls, sizeof(*argc));
 	redisReply *r = NULL;
 	enum sl_err err = SL_ERR_NOMEM;
 
 	memset(out, 0, sizeof(*out));
+	if (!a || !names || !argv || !lens || !nkeys || !argc)
+		goto out;
 	state_key(run_key, sizeof(run_key), run, "run");
 	state_key(node_key, sizeof(node_key), run, "node:%s", task);
 	state_key(node_prefix, sizeof(node_prefix), run, "node:");
 	state_key(ti_prefix, sizeof(ti_prefix), run, "ti:%s:", task);
-	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, task) ||
-	    args_fmt(&a, "%lld", (long long)total) || args_fmt(&a, "%lld", (long long)now_ms) ||
-	    args_str(&a, node_prefix) || args_str(&a, ti_prefix) ||
-	    args_fmt(&a, "%lld", max_attempts) || push_instances(&a, tis, n))
-		goto out;
+	/* The first call starts the node with the first batch; the others add the rest. One
+	 * transaction: a planner that dies half-way leaves the node WAITING, never half-built. */
+	for (size_t c = 0; c < calls; c++) {
+		size_t off = c * NODE_START_BATCH;
+		size_t cnt = n - off < NODE_START_BATCH ? n - off : NODE_START_BATCH;
+
+		if (c == 0) {
+			if (args_str(&a[c], run_key) || args_str(&a[c], node_key) ||
+			    args_str(&a[c], task) || args_fmt(&a[c], "%lld", (long long)total) ||
+			    args_fmt(&a[c], "%lld", (long long)now_ms) ||
+			    args_str(&a[c], node_prefix) || args_str(&a[c], ti_prefix) ||
+			    args_fmt(&a[c], "%lld", max_attempts) ||
+			    push_instances(&a[c], tis, n < NODE_START_BATCH ? n : NODE_START_BATCH))
+				goto out;
+			names[c] = "node_start";
+		} else {
+			if (args_str(&a[c], run_key) || args_str(&a[c], node_key) ||
+			    args_str(&a[c], ti_prefix) || args_fmt(&a[c], "%lld", max_attempts) ||
+			    args_fmt(&a[c], "%lld", (long long)now_ms) ||
+			    push_instances(&a[c], tis + off, cnt))
+				goto out;
+			names[c] = "ti_add";
+		}
+		nkeys[c] = 2;
+		argc[c] = a[c].n;
+		argv[c] = a[c].v;
+		lens[c] = a[c].len;
+	}
 	err = SL_ERR_REDIS;
-	if (!(r = state_eval(st, "node_start", 2, a.n, a.v, a.len)))
+	if (!(r = state_eval_atomic(st, calls, names, nkeys, argc, argv, lens)))
 		goto out;
-	err = reply_to_transition(r, out);
+	if (r->elements < 1 || r->element[0]->type == REDIS_REPLY_ERROR) {
+		SL_ERROR("node_start %s/%s: %s", run, task,
+			 r->elements ? r->element[0]->str : "empty transaction reply");
+		goto out;
+	}
+	err = reply_to_transition(r->element[0], out);
 out:
 	if (r)
 		freeReplyObject(r);
-	args_free(&a);
+	for (size_t c = 0; a && c < calls; c++)
+		args_free(&a[c]);
+	free(a);
+	free(names);
+	free(argv);
+	free(lens);
+	free(nkeys);
+	free(argc);
 	return err;
 }
 

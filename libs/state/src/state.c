@@ -267,6 +267,84 @@ out:
 	return r;
 }
 
+static int script_index(const char *name)
+{
+	for (int i = 0; sl_lua_scripts[i].name; i++)
+		if (!strcmp(sl_lua_scripts[i].name, name))
+			return i;
+	return -1;
+}
+
+redisReply *state_eval_atomic(struct sl_state *st, size_t count, const char *const *names,
+			      const int *nkeys, const int *argc, const char *const *const *argv,
+			      const size_t *const *lens)
+{
+	redisReply *r = NULL, *exec = NULL;
+	const char **av = NULL;
+	size_t *al = NULL;
+	int maxc = 0;
+
+	for (size_t i = 0; i < count; i++) {
+		if (script_index(names[i]) < 0) {
+			SL_ERROR("redis: no script named %s", names[i]);
+			return NULL;
+		}
+		if (argc[i] > maxc)
+			maxc = argc[i];
+	}
+	if (!ensure_connected(st))
+		return NULL;
+	av = malloc(sizeof(*av) * (size_t)(maxc + 3));
+	al = malloc(sizeof(*al) * (size_t)(maxc + 3));
+	if (!av || !al)
+		goto out;
+	redisAppendCommand(st->c, "MULTI");
+	for (size_t i = 0; i < count; i++) {
+		char nk[16];
+		int idx = script_index(names[i]);
+
+		snprintf(nk, sizeof(nk), "%d", nkeys[i]);
+		av[0] = "EVALSHA";
+		al[0] = 7;
+		av[1] = st->sha[idx];
+		al[1] = 40;
+		av[2] = nk;
+		al[2] = strlen(nk);
+		for (int j = 0; j < argc[i]; j++) {
+			av[3 + j] = argv[i][j];
+			al[3 + j] = lens[i][j];
+		}
+		/* the arguments are copied into the output buffer here */
+		redisAppendCommandArgv(st->c, argc[i] + 3, av, al);
+	}
+	redisAppendCommand(st->c, "EXEC");
+	/* MULTI's +OK and one +QUEUED per script, then EXEC's array. */
+	for (size_t i = 0; i < count + 2; i++) {
+		if (redisGetReply(st->c, (void **)&r) != REDIS_OK) {
+			SL_WARN("redis transaction: %s", st->c->errstr);
+			redisFree(st->c);
+			st->c = NULL;
+			exec = NULL;
+			goto out;
+		}
+		if (i == count + 1)
+			exec = r;
+		else
+			freeReplyObject(r);
+		r = NULL;
+	}
+	if (exec && exec->type != REDIS_REPLY_ARRAY) {
+		SL_ERROR("redis transaction aborted: %s",
+			 exec->type == REDIS_REPLY_ERROR ? exec->str : "no reply array");
+		freeReplyObject(exec);
+		exec = NULL;
+	}
+out:
+	free(av);
+	free(al);
+	return exec;
+}
+
 void state_key(char *buf, size_t cap, const char *run, const char *fmt, ...)
 {
 	int n = snprintf(buf, cap, "sluice:{%s}:", run);

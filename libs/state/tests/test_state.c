@@ -505,6 +505,69 @@ START_TEST(worker_registry)
 }
 END_TEST
 
+START_TEST(big_fanout_is_written_in_one_transaction)
+{
+	enum { N = 2500 };
+	static struct sl_ti_new tis[N];
+	struct sl_transition t;
+	redisReply *r;
+
+	create_run("r1", NULL);
+	for (int i = 0; i < N; i++) {
+		tis[i].idx = i;
+		tis[i].dispatch = "blob";
+		tis[i].len = 4;
+	}
+	ck_assert_int_eq(sl_state_node_start(st, "r1", "a", N, 1, tis, N, 1000, &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "started");
+	sl_transition_clear(&t);
+	for (int i = 0; i < N; i += 499) {
+		char key[64];
+		snprintf(key, sizeof(key), "sluice:{r1}:ti:a:%d", i);
+		ck_field(key, "state", "DISPATCHED");
+	}
+	ck_field("sluice:{r1}:ti:a:2499", "state", "DISPATCHED");
+	r = sl_state_command(st, "EXISTS sluice:{r1}:ti:a:2500");
+	ck_assert_int_eq(r->integer, 0);
+	freeReplyObject(r);
+	ck_field("sluice:{r1}:node:a", "total", "2500");
+	ck_field("sluice:{r1}:run", "tasks_total", "2500");
+	/* started once only: a second start changes nothing */
+	ck_assert_int_eq(sl_state_node_start(st, "r1", "a", N, 1, tis, N, 1000, &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "stale");
+	sl_transition_clear(&t);
+}
+END_TEST
+
+START_TEST(applied_result_releases_the_lease)
+{
+	struct sl_transition t;
+	redisReply *r;
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 1, 3, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	/* a stale result leaves the lease alone */
+	ck_assert_int_eq(apply("r1", "a", 0, 7, "SUCCEEDED", &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "stale");
+	sl_transition_clear(&t);
+	r = sl_state_command(st, "EXISTS sluice:{r1}:lease:a:0");
+	ck_assert_int_eq(r->integer, 1);
+	freeReplyObject(r);
+	/* the current attempt's result ends its lease: the worker need not release it */
+	ck_assert_int_eq(apply("r1", "a", 0, 1, "SUCCEEDED", &t), SL_OK);
+	sl_transition_clear(&t);
+	r = sl_state_command(st, "EXISTS sluice:{r1}:lease:a:0");
+	ck_assert_int_eq(r->integer, 0);
+	freeReplyObject(r);
+	r = sl_state_command(st, "SISMEMBER sluice:{r1}:leases sluice:{r1}:lease:a:0");
+	ck_assert_int_eq(r->integer, 0);
+	freeReplyObject(r);
+	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w1", 5000), SL_ERR_STALE);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("state");
@@ -528,11 +591,13 @@ int main(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, create_is_idempotent);
 	tcase_add_test(tc, lease_is_fenced_by_attempt);
+	tcase_add_test(tc, applied_result_releases_the_lease);
 	tcase_add_test(tc, results_release_downstream_and_finish_run);
 	tcase_add_test(tc, failure_retries_then_fails_node_and_run);
 	tcase_add_test(tc, node_end_skips_and_propagates);
 	tcase_add_test(tc, mapped_node_fails_once_all_instances_end);
 	tcase_add_test(tc, empty_map_completes_node);
+	tcase_add_test(tc, big_fanout_is_written_in_one_transaction);
 	tcase_add_test(tc, cancel_ends_run_and_fences_workers);
 	tcase_add_test(tc, cancel_deletes_the_runs_leases);
 	tcase_add_test(tc, tag_limit_queues_and_wakes_in_order);

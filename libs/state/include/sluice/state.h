@@ -154,8 +154,10 @@ struct sl_ti_new {
 	size_t len;
 };
 
-/* Starts node task: WAITING -> ACTIVE with total instances, creating the first n of them
- * (DISPATCHED, attempt 1). outcome: "started"; "finished" when total == 0 (ready nodes and
+/* Starts node task: WAITING -> ACTIVE with total instances, creating the n given (DISPATCHED,
+ * attempt 1; normally n == total) in one MULTI/EXEC transaction, written in batches of 1000
+ * per script: all or nothing, so a planner dying half-way leaves the node WAITING for the
+ * reaper to start again. outcome: "started"; "finished" when total == 0 (ready nodes and
  * run state as after a completion); "stale" when it had started already; "ended" when the
  * run is no longer RUNNING. */
 enum sl_err sl_state_node_start(struct sl_state *st, const char *run, const char *task,
