@@ -37,9 +37,33 @@ static uint8_t *pack(const ProtobufCMessage *m, size_t *len)
  * trip is not checked for it. Found by this harness: regressions/proto/field_zero_padded_tag. */
 static int has_field_zero(const ProtobufCMessage *m)
 {
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+
 	for (unsigned i = 0; i < m->n_unknown_fields; i++)
 		if (m->unknown_fields[i].tag == 0)
 			return 1;
+	/* ... at any depth: a nested message (Param, EnvVar) can carry it too
+	 * (regressions/proto/field_zero_padded_tag_nested). */
+	for (unsigned f = 0; f < d->n_fields; f++) {
+		const ProtobufCFieldDescriptor *fd = &d->fields[f];
+
+		if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)(const void *)(base + fd->quantifier_offset);
+			ProtobufCMessage *const *arr =
+				*(ProtobufCMessage *const *const *)(const void *)(base + fd->offset);
+			for (size_t k = 0; k < n; k++)
+				if (arr[k] && has_field_zero(arr[k]))
+					return 1;
+		} else {
+			const ProtobufCMessage *sub =
+				*(const ProtobufCMessage *const *)(const void *)(base + fd->offset);
+			if (sub && has_field_zero(sub))
+				return 1;
+		}
+	}
 	return 0;
 }
 
