@@ -94,6 +94,13 @@ const char *cli_hash_get(const redisReply *r, const char *field);
 /* Number of fields in an HGETALL reply (0 for an empty or missing hash). */
 size_t cli_hash_len(const redisReply *r);
 
+/* The exit code a run in state ends the CLI with (CLI_OK, CLI_FAILED, CLI_CANCELLED,
+ * CLI_REJECTED), or -1 when the state is not final. */
+int cli_exit_for_state(const char *state);
+
+/* Sleeps ms milliseconds; a signal cuts it short (polling loops check their flag). */
+void cli_sleep_ms(long ms);
+
 /* Returns 1 when r is a string-like reply (string, status, verbatim). */
 int cli_reply_is_str(const redisReply *r);
 

@@ -233,13 +233,6 @@ static int check_named_flow(const struct submit *s)
 	return CLI_OK;
 }
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL); /* a signal cuts it short; the loop checks the flag */
-}
-
 struct progress {
 	int tty;
 	char state[32];
@@ -288,19 +281,6 @@ static void progress_clear(struct progress *pg)
 		fflush(stderr);
 		pg->shown = 0;
 	}
-}
-
-static int exit_for_state(const char *state)
-{
-	if (!strcmp(state, "SUCCEEDED"))
-		return CLI_OK;
-	if (!strcmp(state, "FAILED"))
-		return CLI_FAILED;
-	if (!strcmp(state, "CANCELLED"))
-		return CLI_CANCELLED;
-	if (!strcmp(state, "REJECTED"))
-		return CLI_REJECTED;
-	return -1; /* not final */
 }
 
 /* Follows run until it ends or timeout_ms passes; fills result (state, counts, error,
@@ -391,7 +371,7 @@ static int wait_run(struct cli *cli, struct sl_state *st, const char *first_run,
 			long total = (long)out_int(cli_hash_get(r, "tasks_total"), 0);
 			const char *error = cli_hash_get(r, "error");
 
-			final = exit_for_state(state) >= 0;
+			final = cli_exit_for_state(state) >= 0;
 			progress_show(&pg, state, done, total, started, final);
 			if (final) {
 				json_object_set_new(result, "state", json_string(state));
@@ -399,7 +379,7 @@ static int wait_run(struct cli *cli, struct sl_state *st, const char *first_run,
 				json_object_set_new(result, "tasks_total", json_integer(total));
 				if (error && *error)
 					json_object_set_new(result, "error", json_string(error));
-				rc = exit_for_state(state);
+				rc = cli_exit_for_state(state);
 				if (!cli->json) {
 					out_duration(out_int(cli_hash_get(r, "ended_ms"), 0) -
 							     out_int(cli_hash_get(r, "created_ms"), 0),
@@ -426,7 +406,7 @@ static int wait_run(struct cli *cli, struct sl_state *st, const char *first_run,
 		}
 		freeReplyObject(r);
 		r = NULL;
-		sleep_ms(POLL_MS);
+		cli_sleep_ms(POLL_MS);
 	}
 out:
 	if (r)

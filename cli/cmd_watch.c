@@ -59,26 +59,6 @@ static void on_sigint(int sig)
 	interrupted = 1;
 }
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL); /* a signal cuts it short; the loop checks the flag */
-}
-
-static int exit_for_state(const char *state)
-{
-	if (!strcmp(state, "SUCCEEDED"))
-		return CLI_OK;
-	if (!strcmp(state, "FAILED"))
-		return CLI_FAILED;
-	if (!strcmp(state, "CANCELLED"))
-		return CLI_CANCELLED;
-	if (!strcmp(state, "REJECTED"))
-		return CLI_REJECTED;
-	return -1; /* not final */
-}
-
 static int ti_code(const char *state)
 {
 	if (!strcmp(state, "RUNNING"))
@@ -630,7 +610,7 @@ int cmd_watch(struct cli *cli, int argc, char **argv)
 		} else {
 			if ((rc = take_run(&w, h)) != CLI_OK)
 				goto out;
-			code = exit_for_state(w.state);
+			code = cli_exit_for_state(w.state);
 			if (w.ntasks) {
 				if (!(c = sl_state_redis(st))) {
 					fprintf(stderr, "sluice: lost the connection to Redis\n");
@@ -665,7 +645,7 @@ int cmd_watch(struct cli *cli, int argc, char **argv)
 		}
 		freeReplyObject(h);
 		h = NULL;
-		sleep_ms(interval_ms);
+		cli_sleep_ms(interval_ms);
 	}
 out:
 	fflush(stdout);

@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "sluice/kafka.h"
@@ -202,4 +203,24 @@ out:
 	}
 	sl_kafka_producer_destroy(p);
 	return rc;
+}
+
+int cli_exit_for_state(const char *state)
+{
+	if (!strcmp(state, "SUCCEEDED"))
+		return CLI_OK;
+	if (!strcmp(state, "FAILED"))
+		return CLI_FAILED;
+	if (!strcmp(state, "CANCELLED"))
+		return CLI_CANCELLED;
+	if (!strcmp(state, "REJECTED"))
+		return CLI_REJECTED;
+	return -1;
+}
+
+void cli_sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
 }
