@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sluice/log.h"
+#include "sluice/util.h"
 
 extern char **environ;
 
@@ -15,9 +16,13 @@ struct sl_kafka_producer {
 	void *ctx;
 };
 
+/* How long a closing consumer waits for its first assignment (see settle_first_join). */
+#define SETTLE_FIRST_JOIN_MS 5000
+
 struct sl_kafka_consumer {
 	rd_kafka_t *rk;
-	int paused; /* written and read on the polling thread only */
+	int paused;	    /* written and read on the polling thread only */
+	int ever_assigned; /* the group has handed this member an assignment (maybe empty) */
 };
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -192,6 +197,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	rd_kafka_error_t *error = NULL;
 
 	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+		c->ever_assigned = 1;
 		if (coop)
 			error = rd_kafka_incremental_assign(rk, parts);
 		else
@@ -332,11 +338,36 @@ int sl_kafka_consumer_assigned(struct sl_kafka_consumer *c)
 	return n;
 }
 
+/* librdkafka before 2.3 (Debian 12 ships 2.0.2) aborts in rd_kafka_destroy when a
+ * cooperative-sticky member is closed between its JoinGroup response and its first
+ * assignment (librdkafka issue 4312). A consumer that never saw an assignment therefore
+ * waits, paused so that nothing is fetched, for that first assignment before closing. A
+ * member without a member id has had no JoinGroup answer and closes at once. */
+static void settle_first_join(struct sl_kafka_consumer *c)
+{
+	int64_t until = sl_mono_ms() + SETTLE_FIRST_JOIN_MS;
+	char *member = rd_kafka_memberid(c->rk);
+	int joined = member && *member;
+
+	if (member)
+		rd_kafka_mem_free(c->rk, member);
+	if (!joined)
+		return;
+	c->paused = 1;
+	while (!c->ever_assigned && sl_mono_ms() < until) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 50);
+
+		if (m) /* an error event: nothing is fetched while paused */
+			rd_kafka_message_destroy(m);
+	}
+}
+
 void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c)
 {
 	if (!c)
 		return;
 	if (c->rk) {
+		settle_first_join(c);
 		rd_kafka_commit(c->rk, NULL, 0);
 		rd_kafka_consumer_close(c->rk);
 		rd_kafka_destroy(c->rk);
