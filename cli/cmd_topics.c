@@ -11,18 +11,30 @@
 enum { OPT_PARTITIONS = 1, OPT_QUEUE };
 
 static const char *const base_topics[] = {
-	SL_TOPIC_RUNS_REQUESTED, SL_TOPIC_TASKS_PREFIX "default", SL_TOPIC_RESULTS,
-	SL_TOPIC_RUN_EVENTS,     SL_TOPIC_CONTROL,                SL_TOPIC_SCALER_EVENTS,
+	SL_TOPIC_RUNS_REQUESTED,
+	SL_TOPIC_TASKS_PREFIX "default",
+	SL_TOPIC_TASKS_PREFIX "default.high",
+	SL_TOPIC_TASKS_PREFIX "default.low",
+	SL_TOPIC_RESULTS,
+	SL_TOPIC_RUN_EVENTS,
+	SL_TOPIC_CONTROL,
+	SL_TOPIC_SCALER_EVENTS,
 	SL_TOPIC_DEADLETTER,
 };
+/* A queue's topic and its two priority bands (docs/worker.md). */
+static const char *const band_suffixes[] = {"", ".high", ".low"};
+#define NBANDS (sizeof(band_suffixes) / sizeof(band_suffixes[0]))
 #define NBASE (sizeof(base_topics) / sizeof(base_topics[0]))
 
-/* A queue name becomes part of a topic name: Kafka allows [a-zA-Z0-9._-]. */
+/* A queue name becomes part of a topic name: Kafka allows [a-zA-Z0-9._-]; names ending in
+ * .high or .low are the priority bands of another queue. */
 static int valid_queue(const char *q)
 {
 	size_t n = strlen(q);
 
 	if (n == 0 || n > 200)
+		return 0;
+	if ((n >= 5 && !strcmp(q + n - 5, ".high")) || (n >= 4 && !strcmp(q + n - 4, ".low")))
 		return 0;
 	return strspn(q, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }
@@ -34,8 +46,8 @@ int cmd_topics(struct cli *cli, int argc, char **argv)
 		{"queue", 'q', 1, OPT_QUEUE},
 		{NULL, 0, 0, 0},
 	};
-	const char *topics[NBASE + MAX_QUEUES];
-	char *owned[MAX_QUEUES];
+	const char *topics[NBASE + MAX_QUEUES * NBANDS];
+	char *owned[MAX_QUEUES * NBANDS];
 	size_t ntopics = 0, nowned = 0, i;
 	long partitions = 8;
 	struct cli_args a;
@@ -67,7 +79,10 @@ int cmd_topics(struct cli *cli, int argc, char **argv)
 			break;
 		case OPT_QUEUE:
 			if (!valid_queue(a.arg)) {
-				rc = cli_usage_error("topics", "bad queue name \"%s\"", a.arg);
+				rc = cli_usage_error("topics",
+						     "bad queue name \"%s\" ([a-zA-Z0-9._-], not "
+						     "ending in .high or .low)",
+						     a.arg);
 				goto out;
 			}
 			for (i = 0; i < ntopics; i++)
@@ -77,17 +92,22 @@ int cmd_topics(struct cli *cli, int argc, char **argv)
 					break;
 			if (i < ntopics)
 				break; /* already listed */
-			if (nowned == MAX_QUEUES) {
+			if (nowned == MAX_QUEUES * NBANDS) {
 				rc = cli_usage_error("topics", "at most %d queues", MAX_QUEUES);
 				goto out;
 			}
-			if (!(owned[nowned] = malloc(strlen(SL_TOPIC_TASKS_PREFIX) + strlen(a.arg) + 1))) {
-				rc = CLI_FAILED;
-				goto out;
+			for (size_t b = 0; b < NBANDS; b++) {
+				size_t len = strlen(SL_TOPIC_TASKS_PREFIX) + strlen(a.arg) +
+					     strlen(band_suffixes[b]) + 1;
+
+				if (!(owned[nowned] = malloc(len))) {
+					rc = CLI_FAILED;
+					goto out;
+				}
+				snprintf(owned[nowned], len, "%s%s%s", SL_TOPIC_TASKS_PREFIX, a.arg,
+					 band_suffixes[b]);
+				topics[ntopics++] = owned[nowned++];
 			}
-			strcpy(owned[nowned], SL_TOPIC_TASKS_PREFIX);
-			strcat(owned[nowned], a.arg);
-			topics[ntopics++] = owned[nowned++];
 			break;
 		}
 	}

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "e2e.h"
+#include "sluice/kafka.h"
 #include "sluice/util.h"
 
 static pid_t planner, workers[2];
@@ -358,6 +359,55 @@ START_TEST(cli_filters_tables_and_flow_list)
 }
 END_TEST
 
+/* `sluice topics create --queue Q` makes Q's topic and its two priority bands; a queue named
+ * like a band is refused before anything is created. */
+START_TEST(topics_create_makes_queue_and_band_topics)
+{
+	char *out = NULL, *err = NULL, errstr[256];
+	const char *create[] = {"topics", "create", "--queue", "e2e-topics", "--json", NULL};
+	const char *bad[] = {"topics", "create", "--queue", "e2e-topics.high", NULL};
+	const char *want[] = {"sluice.tasks.e2e-topics", "sluice.tasks.e2e-topics.high",
+			      "sluice.tasks.e2e-topics.low", "sluice.tasks.default.high"};
+	json_t *doc;
+
+	ck_assert_int_eq(e2e_cli(&out, NULL, create), 0);
+	ck_assert_ptr_nonnull(doc = json_loads(out, 0, NULL));
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		struct sl_kafka_lag_probe *probe;
+		json_t *t;
+		size_t k;
+		int listed = 0;
+		int64_t lag = -1;
+
+		json_array_foreach(json_object_get(doc, "topics"), k, t)
+			listed |= !strcmp(json_string_value(t), want[i]);
+		ck_assert_msg(listed, "%s not in %s", want[i], out);
+		/* and it exists on the broker: the lag probe finds its partitions */
+		ck_assert_ptr_nonnull(probe = sl_kafka_lag_probe_new(getenv("SLUICE_KAFKA_BROKERS"),
+								     "e2e-topics-probe", errstr,
+								     sizeof(errstr)));
+		{
+			/* a fresh group's coordinator may still be loading: retry a little */
+			int64_t until = sl_mono_ms() + e2e_ms(20000);
+			enum sl_err e;
+
+			while ((e = sl_kafka_lag(probe, want[i], &lag, 5000)) != SL_OK &&
+			       sl_mono_ms() < until)
+				usleep(200000);
+			ck_assert_msg(e == SL_OK, "%s: %s", want[i], sl_strerror(e));
+		}
+		ck_assert_int_eq(lag, 0);
+		sl_kafka_lag_probe_destroy(probe);
+	}
+	json_decref(doc);
+	free(out);
+	ck_assert_int_eq(e2e_cli(&out, &err, bad), 2);
+	ck_assert_msg(strstr(err, "e2e-topics.high") && strstr(err, ".high or .low"), "%s", err);
+	free(out);
+	free(err);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *const tests[] = {
@@ -373,6 +423,7 @@ int main(void)
 		bad_flow_file_is_rejected_with_line,
 		unknown_flow_is_rejected,
 		malformed_messages_are_dead_lettered,
+		topics_create_makes_queue_and_band_topics,
 		NULL,
 	};
 

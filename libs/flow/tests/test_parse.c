@@ -271,6 +271,11 @@ static const struct bad bad_flows[] = {
 	{"flow: x\nschedule: '* * * *'\ntasks:\n  a: {builtin: noop}\n", 2,
 	 "schedule.cron: expected 5 fields"},
 	/* missing pieces */
+	/* a queue named like a priority band of another queue */
+	{"flow: x\ntasks:\n  a:\n    builtin: noop\n    queue: gpu.high\n", 5,
+	 "queue name 'gpu.high' must not end in .high or .low"},
+	{"flow: x\ntasks:\n  a:\n    builtin: noop\n    route:\n      - {when: 'true', queue: big.low}\n",
+	 6, "queue name 'big.low' must not end in .high or .low"},
 	{"tasks:\n  a: {builtin: noop}\n", 1, "missing required key 'flow'"},
 	{"flow: x\ndescription: hi\n", 1, "missing required key 'tasks'"},
 	{"flow: x\ntasks: {}\n", 2, "at least one task"},
