@@ -42,23 +42,40 @@ def start_server():
 
 
 # Every noop / true_cmd body counts itself: Prefect's figure is only printed if all n ran.
-os.environ["BENCH_COUNT_FILE"] = os.path.join(os.environ.get("PREFECT_HOME", "/tmp"), f"count-{os.getpid()}")
+# setdefault: Dask's worker processes import this file again (as __mp_main__) and must keep
+# the flow's file, not name one after their own pid (why every body seemed not to run).
+os.environ.setdefault("BENCH_COUNT_FILE",
+                      os.path.join(os.environ.get("PREFECT_HOME", "/tmp"), f"count-{os.getpid()}"))
 if not os.environ.get("PREFECT_API_URL"):
     os.environ["PREFECT_API_URL"] = start_server()
 
 from prefect import flow, task  # noqa: E402  (settings are read at import: the URL first)
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect_dask import DaskTaskRunner  # noqa: E402
 
 THREADS = max(1, ARGS.slots // ARGS.procs)
 
-noop = task(common.noop, name="noop")
-true_cmd = task(common.true_cmd, name="true_cmd")
-inc = task(common.inc, name="inc")
-dec = task(common.dec, name="dec")
-add = task(common.add, name="add")
+# No result caching: Prefect 3 caches on the task's inputs by default, so the chain's
+# noop(None) calls (all one input) ran once and came from the cache 199 times.
+# One named parameter: Prefect's .map() maps over parameters, and common.noop(*args) has only
+# varargs, which it took as one list (one task for all n: why only one body ran).
+@task(name="noop", cache_policy=NO_CACHE)
+def noop(x):
+    return common.noop(x)
 
 
-@task
+@task(name="true_cmd", cache_policy=NO_CACHE)
+def true_cmd(x):
+    return common.true_cmd(x)
+
+
+
+inc = task(common.inc, name="inc", cache_policy=NO_CACHE)
+dec = task(common.dec, name="dec", cache_policy=NO_CACHE)
+add = task(common.add, name="add", cache_policy=NO_CACHE)
+
+
+@task(cache_policy=NO_CACHE)
 def total(values):
     return sum(values)
 
