@@ -22,6 +22,7 @@
 
 #define PUBLISH_EVERY_MS 10000   /* a decision that changes nothing is still published this often */
 #define LAG_TIMEOUT_MS 3000      /* one lag probe */
+#define LAG_READY_MS 5000        /* at start, for the lag of new topics to become readable */
 #define TOPIC_PARTITIONS 8
 #define START_BACKOFF_MAX_MS 60000 /* starts of a pool whose workers keep failing: at most this */
 #define MAX_DROP_ENV 32
@@ -49,6 +50,11 @@ struct pool_rt {
 	int64_t last_publish_mono; /* 0: never */
 	int last_current, last_desired;
 	int lag_failing; /* the failure was logged; log again only after a success */
+	/* Scale from zero: while the pool has no worker and no lag, the queue's end offsets are
+	 * polled every idle-poll and a change (new dispatches) brings the next decision forward. */
+	int watch;             /* polling: the last decision left the pool empty and idle */
+	int64_t end_mark;      /* sum of the bands' end offsets, read just before that lag */
+	int64_t next_poll_mono;
 	struct autoscaler_pool_view view;
 	char reason[AUTOSCALER_REASON_MAX];
 };
@@ -314,29 +320,39 @@ static void write_view(struct autoscaler *a, struct pool_rt *rt)
 		SL_DEBUG("pool %s: could not write sluice:pool:%s", rt->pc->name, rt->pc->name);
 }
 
-/* Lag of the queue summed over its priority bands (sluice.tasks.<queue>, .high, .low).
- * A band whose topic does not exist counts 0; SL_ERR_NOT_FOUND only when none exists. */
+static const char *const bands[] = {"", ".high", ".low"};
+#define NBANDS (sizeof(bands) / sizeof(bands[0]))
+#define BAND_TOPIC_MAX (sizeof(SL_TOPIC_TASKS_PREFIX) + AUTOSCALER_NAME_MAX + sizeof(".high"))
+
+/* The topics of the queue's priority bands (sluice.tasks.<queue>, .high, .low). */
+static void band_topics(const struct pool_rt *rt, char names[][BAND_TOPIC_MAX],
+			const char **topics)
+{
+	for (size_t b = 0; b < NBANDS; b++) {
+		snprintf(names[b], sizeof(names[b]), "%s%s", rt->topic, bands[b]);
+		topics[b] = names[b];
+	}
+}
+
+/* Sum of the end offsets of the queue's priority bands: it changes when anything is queued. */
+static enum sl_err queue_end(struct pool_rt *rt, int64_t *sum)
+{
+	char names[NBANDS][BAND_TOPIC_MAX];
+	const char *topics[NBANDS];
+
+	band_topics(rt, names, topics);
+	return sl_kafka_end_offsets(rt->probe, topics, NBANDS, sum, LAG_TIMEOUT_MS);
+}
+
+/* Lag of the queue summed over its priority bands. A band whose topic does not exist counts 0;
+ * SL_ERR_NOT_FOUND only when none exists. */
 static enum sl_err queue_lag(struct pool_rt *rt, int64_t *lag)
 {
-	static const char *const bands[] = {"", ".high", ".low"};
-	char topic[sizeof(rt->topic) + sizeof(".high")];
-	int found = 0;
+	char names[NBANDS][BAND_TOPIC_MAX];
+	const char *topics[NBANDS];
 
-	*lag = 0;
-	for (size_t b = 0; b < sizeof(bands) / sizeof(bands[0]); b++) {
-		int64_t n = 0;
-		enum sl_err err;
-
-		snprintf(topic, sizeof(topic), "%s%s", rt->topic, bands[b]);
-		err = sl_kafka_lag(rt->probe, topic, &n, LAG_TIMEOUT_MS);
-		if (err == SL_ERR_NOT_FOUND)
-			continue;
-		if (err != SL_OK)
-			return err;
-		found = 1;
-		*lag += n;
-	}
-	return found ? SL_OK : SL_ERR_NOT_FOUND;
+	band_topics(rt, names, topics);
+	return sl_kafka_lag_topics(rt->probe, topics, NBANDS, lag, LAG_TIMEOUT_MS);
 }
 
 static void pool_tick(struct autoscaler *a, struct pool_rt *rt, int64_t now_mono)
@@ -349,10 +365,15 @@ static void pool_tick(struct autoscaler *a, struct pool_rt *rt, int64_t now_mono
 	struct autoscaler_policy_input in;
 	size_t nw, nstarted = 0, ndrained = 0;
 	int64_t lag = 0;
-	int workers_after;
+	int workers_after, marked = 0;
 	enum sl_err err;
 
 	nw = collect_workers(a, rt, now_mono);
+	/* An empty pool is watched for new dispatches until the next decision; the mark comes
+	 * before the lag so that nothing queued in between goes unnoticed. */
+	rt->watch = 0;
+	if (nw == 0 && a->cfg->idle_poll_ms > 0)
+		marked = queue_end(rt, &rt->end_mark) == SL_OK;
 	err = queue_lag(rt, &lag);
 	if (err == SL_ERR_NOT_FOUND) {
 		lag = 0; /* no topic yet: nothing was ever queued */
@@ -415,6 +436,8 @@ static void pool_tick(struct autoscaler *a, struct pool_rt *rt, int64_t now_mono
 		rt->last_current = workers_after;
 		rt->last_desired = d->desired;
 	}
+	rt->watch = marked && workers_after == 0 && d->lag == 0 && d->busy == 0;
+	rt->next_poll_mono = now_mono + a->cfg->idle_poll_ms;
 	rt->view.workers = workers_after;
 	rt->view.starting = d->starting + (int)nstarted;
 	rt->view.draining = d->draining + (int)ndrained;
@@ -437,6 +460,8 @@ static void tick(struct autoscaler *a)
 		if (!a->redis_failing)
 			SL_WARN("cannot read the worker registry: %s; holding every pool", errstr);
 		a->redis_failing = 1;
+		for (size_t p = 0; p < a->pools.n; p++)
+			a->rt[p].watch = 0; /* back to the interval's pace */
 		return;
 	}
 	if (a->redis_failing)
@@ -504,23 +529,72 @@ static void shutdown_workers(struct autoscaler *a, volatile sig_atomic_t *stop)
 	}
 }
 
+/* Polls the end offsets of the watched (empty and idle) pools that are due; returns 1 when one
+ * of them got new dispatches, so that the decision is taken now rather than at the interval.
+ * Sets *wake to the time of the next poll due. */
+static int poll_empty_pools(struct autoscaler *a, int64_t now, int64_t *wake)
+{
+	int woken = 0;
+
+	for (size_t p = 0; p < a->pools.n; p++) {
+		struct pool_rt *rt = &a->rt[p];
+		int64_t sum;
+
+		if (!rt->watch)
+			continue;
+		if (now >= rt->next_poll_mono) {
+			enum sl_err err = queue_end(rt, &sum);
+
+			if (err != SL_OK) {
+				/* Kafka is having trouble: back to the interval's pace until the
+				 * next decision marks the pool again. */
+				SL_DEBUG("pool %s: cannot poll %s: %s", rt->pc->name, rt->topic,
+					 sl_strerror(err));
+				rt->watch = 0;
+				continue;
+			}
+			if (sum != rt->end_mark) {
+				SL_DEBUG("pool %s: new dispatches on %s: deciding now", rt->pc->name,
+					 rt->topic);
+				rt->watch = 0;
+				woken = 1;
+				continue;
+			}
+			now = sl_mono_ms();
+			rt->next_poll_mono = now + a->cfg->idle_poll_ms;
+		}
+		if (rt->next_poll_mono < *wake)
+			*wake = rt->next_poll_mono;
+	}
+	return woken;
+}
+
 void autoscaler_run(struct autoscaler *a, volatile sig_atomic_t *stop)
 {
 	int64_t next = sl_mono_ms();
 
 	while (!*stop) {
-		int64_t now;
+		int64_t now, wake;
 
 		reap(a);
 		now = sl_mono_ms();
+		wake = next;
+		if (now < next && poll_empty_pools(a, now, &wake))
+			next = now = sl_mono_ms();
 		if (now >= next) {
 			tick(a);
 			next += a->cfg->interval_ms;
 			if (next <= now)
 				next = now + a->cfg->interval_ms;
+			wake = next;
+			/* Nothing is due so soon after a decision: this learns when the next is. */
+			poll_empty_pools(a, sl_mono_ms(), &wake);
 		}
-		/* Serves delivery reports; doubles as the loop's sleep. */
-		sl_kafka_producer_poll(a->producer, 100);
+		/* Serves delivery reports; doubles as the loop's sleep (at most 100 ms, so that
+		 * exited workers are reaped and signals seen soon). */
+		now = sl_mono_ms();
+		sl_kafka_producer_poll(a->producer,
+				       wake - now > 100 ? 100 : wake > now ? (int)(wake - now) : 0);
 	}
 	shutdown_workers(a, stop);
 	if (sl_kafka_producer_flush(a->producer, 5000) != SL_OK)
@@ -634,18 +708,39 @@ static enum sl_err connect_redis(struct autoscaler *a, char *errstr, size_t errl
 	return (a->st = sl_state_new(a->cfg->redis_url, errstr, errlen)) ? SL_OK : SL_ERR_REDIS;
 }
 
+/* Every priority band of every pool's queue (as the planner and the workers would create them),
+ * so that the first dispatches and the first workers of a queue find its topics ready. */
 static enum sl_err ensure_topics(struct autoscaler *a, char *errstr, size_t errlen)
 {
-	const char *topics[AUTOSCALER_MAX_POOLS + 1];
+	static char names[AUTOSCALER_MAX_POOLS][NBANDS][BAND_TOPIC_MAX];
+	const char *topics[AUTOSCALER_MAX_POOLS * NBANDS + 1];
 	size_t n = 0;
 	enum sl_err err;
 
-	for (size_t p = 0; p < a->pools.n; p++)
-		topics[n++] = a->rt[p].topic;
+	for (size_t p = 0; p < a->pools.n; p++) {
+		band_topics(&a->rt[p], names[p], &topics[n]);
+		n += NBANDS;
+	}
 	topics[n++] = SL_TOPIC_SCALER_EVENTS;
 	err = sl_kafka_topics_ensure(a->cfg->kafka_brokers, topics, n, TOPIC_PARTITIONS, errstr,
 				     errlen);
 	return err == SL_ERR_CONFIG ? SL_ERR_CONFIG : err == SL_OK ? SL_OK : SL_ERR_KAFKA;
+}
+
+/* A topic just created has no leader for a moment, and a first decision taken then would only
+ * hold the pool for a whole interval: wait (up to LAG_READY_MS) until every pool's lag reads. */
+static void wait_lag_readable(struct autoscaler *a, volatile sig_atomic_t *stop)
+{
+	int64_t deadline = sl_mono_ms() + LAG_READY_MS;
+
+	for (size_t p = 0; p < a->pools.n && !*stop; p++) {
+		int64_t lag;
+		enum sl_err err;
+
+		while ((err = queue_lag(&a->rt[p], &lag)) != SL_OK && err != SL_ERR_NOT_FOUND &&
+		       sl_mono_ms() < deadline && !*stop)
+			sleep_ms(50);
+	}
 }
 
 struct autoscaler *autoscaler_new(const struct autoscaler_config *cfg,
@@ -719,6 +814,7 @@ struct autoscaler *autoscaler_new(const struct autoscaler_config *cfg,
 	if ((err = wait_for("redis", stop, connect_redis, a, errstr, errlen)) != SL_OK ||
 	    (err = wait_for("kafka topics", stop, ensure_topics, a, errstr, errlen)) != SL_OK)
 		goto fail;
+	wait_lag_readable(a, stop);
 	for (size_t p = 0; p < a->pools.n; p++)
 		SL_INFO("pool %s: queue %s, backend %s, %d..%d workers of %d slots, %d per worker",
 			a->rt[p].pc->name, a->rt[p].pc->queue,

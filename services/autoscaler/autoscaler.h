@@ -18,6 +18,7 @@ struct autoscaler_config {
 	char *log_dir;    /* NULL: workers inherit stderr */
 	char *pid_dir;    /* NULL: <log-dir>/../pids/workers when log-dir is set */
 	long interval_ms;
+	long idle_poll_ms; /* empty pools: how often new dispatches are looked for; 0 = off */
 	long start_timeout_ms;
 	long drain_timeout_ms;
 	char *log_level;

@@ -18,6 +18,9 @@ const struct sl_config_entry autoscaler_config_table[] = {
 	{"pid-dir", SL_CFG_STR, NULL, F(pid_dir),
 	 "directory for <id>.pid of process-backend workers (default: <log-dir>/../pids/workers)"},
 	{"interval", SL_CFG_DURATION, "1s", F(interval_ms), "time between two decisions"},
+	{"idle-poll", SL_CFG_DURATION, "100ms", F(idle_poll_ms),
+	 "a pool with no worker and no lag is checked this often for new dispatches, which bring "
+	 "the next decision forward (0: only every interval)"},
 	{"start-timeout", SL_CFG_DURATION, "15s", F(start_timeout_ms),
 	 "a started worker that has not registered by then is stopped and no longer counted"},
 	{"drain-timeout", SL_CFG_DURATION, "30s", F(drain_timeout_ms),

@@ -91,7 +91,9 @@ static void decide_up(const struct autoscaler_policy_input *in, int64_t need, co
 			 out->current, pc->min);
 	else
 		snprintf(out->reason, AUTOSCALER_REASON_MAX, "%s", load);
-	if (h->last_scale_up_ms && in->now_ms - h->last_scale_up_ms < pc->scale_up_cooldown_ms) {
+	/* The cooldown paces growth; it never keeps work waiting on a pool with no worker. */
+	if (out->current > 0 && h->last_scale_up_ms &&
+	    in->now_ms - h->last_scale_up_ms < pc->scale_up_cooldown_ms) {
 		fmt_dur(pc->scale_up_cooldown_ms, dur, sizeof(dur));
 		append(out->reason, ": wait, cooldown %s since the last start", dur);
 		return;

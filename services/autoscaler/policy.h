@@ -60,7 +60,8 @@ struct autoscaler_decision {
 
 /* Decides what pool should do now. Pure: reads only in, writes only out; never fails.
  * Rules: scale up at once to desired (at most scale_up_step at a time, not within
- * scale_up_cooldown of the last start, never past max processes counting draining ones);
+ * scale_up_cooldown of the last start unless the pool has no worker at all, never past max
+ * processes counting draining ones);
  * scale down only after desired stayed below current for scale_down_window (to the highest
  * desired of that window, keeping at least max(min, 1)), or to min after idle_to_zero of zero
  * demand; only idle (busy == 0) registered workers are drained, newest first. */

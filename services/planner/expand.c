@@ -9,15 +9,39 @@
 #include "sluice/util.h"
 #include "sluice/v1/sluice.pb-c.h"
 
+/* What a node's expansion reads of its upstreams: their outputs, each read from Redis once
+ * per node start and kept (cache[task index], new references) for every instance. */
 struct upstream_ud {
 	struct planner *p;
 	struct planner_run *run;
+	json_t **cache;
 };
 
-/* The outputs of an upstream task, read from its instances (see sl_expand_ctx). */
+static json_t *read_outputs(struct upstream_ud *u, size_t task_index);
+
+/* The outputs of an upstream task (see sl_expand_ctx). */
 static json_t *upstream_outputs(void *ud, size_t task_index)
 {
 	struct upstream_ud *u = ud;
+
+	if (task_index >= u->run->flow->ntasks)
+		return NULL;
+	if (!u->cache[task_index])
+		u->cache[task_index] = read_outputs(u, task_index);
+	return u->cache[task_index] ? json_incref(u->cache[task_index]) : NULL;
+}
+
+static void upstream_clear(struct upstream_ud *u)
+{
+	for (size_t i = 0; u->cache && i < u->run->flow->ntasks; i++)
+		json_decref(u->cache[i]);
+	free(u->cache);
+	u->cache = NULL;
+}
+
+/* The outputs of task task_index, read from its instances. */
+static json_t *read_outputs(struct upstream_ud *u, size_t task_index)
+{
 	const struct sl_flow_task *t = &u->run->flow->tasks[task_index];
 	redisContext *c;
 	redisReply *r = NULL;
@@ -91,27 +115,23 @@ enum sl_err planner_ensure_queue(struct planner *p, const char *queue)
 		SL_ERROR("cannot create the topics of queue %s: %s", queue, err);
 		return SL_ERR_KAFKA;
 	}
+	/* so that the first dispatch to the queue does not wait for librdkafka's topic scan */
+	sl_kafka_producer_warm(p->producer, topics, 3, 5000);
 	if (p->nqueues < PLANNER_MAX_QUEUES && (p->queues[p->nqueues] = strdup(queue)))
 		p->nqueues++;
 	return SL_OK;
 }
 
-static enum sl_err produce_dispatch(struct planner *p, const char *queue, const char *run,
-				    const char *task, int idx, const void *buf, size_t len)
+/* Sends one encoded TaskDispatch to its queue's band for priority (the task's). */
+static enum sl_err produce_dispatch(struct planner *p, const char *queue, int priority,
+				    const char *run, const char *task, int idx, const void *buf,
+				    size_t len)
 {
 	char topic[256], key[512];
-	Sluice__V1__TaskDispatch *d;
-	int priority = 0;
 	enum sl_err err;
 
 	if ((err = planner_ensure_queue(p, queue)) != SL_OK)
 		return err;
-	/* The band comes from the encoded dispatch itself, so every path that (re)dispatches
-	 * (start, retry, reaper) keeps the task's priority without passing it along. */
-	if ((d = sluice__v1__task_dispatch__unpack(NULL, len, buf))) {
-		priority = d->priority;
-		sluice__v1__task_dispatch__free_unpacked(d, NULL);
-	}
 	band_topic(topic, sizeof(topic), queue, priority);
 	/* Keyed per instance, not per run, so one run's fan-out spreads over all partitions
 	 * and therefore over all workers of the queue. */
@@ -270,17 +290,124 @@ static enum sl_err upstream_ends(struct planner *p, struct planner_run *run, con
 	return SL_OK;
 }
 
-/* Expands and starts one node; appends nodes that became ready to *queue. */
+/* Instances expanded, encoded and written at a time: the planner's memory for a node start
+ * is this many instances, however big the fan-out (a million-instance map included). */
+#define EXPAND_CHUNK 1000
+
+/* The expanded and encoded instances from..from+k of a node. */
+struct chunk {
+	struct sl_instance inst[EXPAND_CHUNK];
+	struct sl_ti_new tis[EXPAND_CHUNK];
+	uint8_t *bufs[EXPAND_CHUNK];
+	size_t k;
+};
+
+static void chunk_clear(struct chunk *c)
+{
+	for (size_t i = 0; i < c->k; i++) {
+		free(c->bufs[i]);
+		c->bufs[i] = NULL;
+	}
+	sl_instances_clear(c->inst, c->k);
+	c->k = 0;
+}
+
+/* Fills and encodes instances from..from+k into c; a flow error is SL_ERR_PARSE-like and
+ * leaves its text in err. */
+static enum sl_err chunk_fill(struct planner *p, struct planner_run *run,
+			      const struct sl_flow_task *t, const char *queue,
+			      struct sl_expander *x, size_t from, size_t k, struct chunk *c,
+			      char *err, size_t errlen)
+{
+	enum sl_err rc;
+
+	if ((rc = sl_expander_fill(x, from, k, c->inst, err, errlen)) != SL_OK)
+		return rc;
+	c->k = k;
+	for (size_t i = 0; i < k; i++) {
+		if ((rc = encode_dispatch(p, run, t, queue, &c->inst[i], &c->bufs[i],
+					  &c->tis[i].len)) != SL_OK) {
+			snprintf(err, errlen, "out of memory");
+			return rc;
+		}
+		c->tis[i].idx = c->inst[i].map_index;
+		c->tis[i].dispatch = c->bufs[i];
+	}
+	return SL_OK;
+}
+
+/* Checks that instances EXPAND_CHUNK..n of a big node expand (chunk 0 was filled already),
+ * so that a flow error fails the node before it starts, as for a small one. */
+static enum sl_err check_rest(struct sl_expander *x, size_t n, char *err, size_t errlen)
+{
+	struct sl_instance one;
+	enum sl_err rc = SL_OK;
+
+	for (size_t i = EXPAND_CHUNK; i < n && rc == SL_OK; i++) {
+		rc = sl_expander_fill(x, i, 1, &one, err, errlen);
+		sl_instances_clear(&one, 1);
+	}
+	return rc;
+}
+
+/* Writes instances from..n of a started node, chunk by chunk (chunk c holds from's chunk
+ * already when c->k), and dispatches the ones each write created: instances that existed
+ * (a resumed node) were dispatched by whoever created them, or are the reaper's. */
+static enum sl_err write_and_dispatch(struct planner *p, struct planner_run *run,
+				      const struct sl_flow_task *t, const char *queue,
+				      struct sl_expander *x, size_t n, struct chunk *c,
+				      const struct sl_expand_ctx *ctx)
+{
+	char err[512];
+	enum sl_err rc = SL_OK;
+
+	for (size_t from = 0; from < n && rc == SL_OK; from += EXPAND_CHUNK) {
+		size_t k = n - from < EXPAND_CHUNK ? n - from : EXPAND_CHUNK;
+		int *made = NULL;
+		size_t nmade = 0;
+
+		if (!c->k && (rc = chunk_fill(p, run, t, queue, x, from, k, c, err,
+					      sizeof(err))) != SL_OK) {
+			/* checked before the start: only Redis (upstream outputs) fails here;
+			 * the node stays half-written in the pending index for the reaper */
+			SL_ERROR("run %s: task %s: %s", run->id, t->name, err);
+			break;
+		}
+		rc = sl_state_ti_add(p->state, run->id, t->name, t->retries + 1, c->tis, c->k,
+				     sl_now_ms(), &made, &nmade);
+		if (rc == SL_ERR_STALE) { /* the run ended (cancelled, failed) meanwhile */
+			chunk_clear(c);
+			return SL_OK;
+		}
+		if (rc == SL_OK)
+			planner_fault_point("after_ti_add"); /* written, not yet produced */
+		for (size_t i = 0; rc == SL_OK && i < nmade; i++) {
+			size_t at = t->nmap ? (size_t)made[i] - from : 0;
+
+			if (at < c->k && !planner_cache_hit(p, run, t, ctx, &c->inst[at]))
+				rc = produce_dispatch(p, queue, t->priority, run->id, t->name,
+						      c->tis[at].idx, c->tis[at].dispatch,
+						      c->tis[at].len);
+		}
+		free(made);
+		chunk_clear(c);
+	}
+	return rc;
+}
+
+/* Expands and starts one node; appends nodes that became ready to *queue. Instances are
+ * expanded, written and dispatched EXPAND_CHUNK at a time, so the planner's memory and
+ * each Redis call stay small whatever the fan-out, and workers start on the first chunk
+ * while the next is written. */
 static enum sl_err start_node(struct planner *p, struct planner_run *run, const char *name,
 			      char ***queue, size_t *qlen, size_t *qcap)
 {
-	struct upstream_ud ud = {p, run};
+	struct upstream_ud ud = {p, run, NULL};
 	struct sl_expand_ctx ctx = {.run_id = run->id, .flow = run->flow->name,
 				    .intent = run->intent, .params = run->params,
 				    .upstream_outputs = upstream_outputs, .ud = &ud};
-	struct sl_instance *inst = NULL;
-	struct sl_ti_new *tis = NULL;
-	uint8_t **bufs = NULL;
+	struct sl_expander *x = NULL;
+	struct chunk *c = NULL;
 	size_t n = 0;
 	struct sl_transition tr = {0};
 	const struct sl_flow_task *t;
@@ -296,6 +423,11 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 		return SL_OK;
 	}
 	t = &run->flow->tasks[ti];
+	if (!(ud.cache = calloc(run->flow->ntasks, sizeof(*ud.cache))) ||
+	    !(c = calloc(1, sizeof(*c)))) {
+		rc = SL_ERR_NOMEM;
+		goto out;
+	}
 	/* Trigger rule, when: and route: first; a flow error (a condition, route or map that
 	 * cannot be evaluated) fails this node only, so that all_done clean-ups still run. */
 	if ((rc = upstream_ends(p, run, name, &up_failed, &up_skipped)) != SL_OK)
@@ -310,46 +442,35 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 			      err, queue, qlen, qcap);
 		goto out;
 	}
-	if (sl_flow_expand(run->flow, (size_t)ti, &ctx, &inst, &n, err, sizeof(err)) != SL_OK) {
+	if (sl_expander_new(run->flow, (size_t)ti, &ctx, &x, &n, err, sizeof(err)) != SL_OK ||
+	    chunk_fill(p, run, t, tq, x, 0, n < EXPAND_CHUNK ? n : EXPAND_CHUNK, c, err,
+		       sizeof(err)) != SL_OK ||
+	    check_rest(x, n, err, sizeof(err)) != SL_OK) {
 		rc = end_node(p, run, name, "FAILED", err, queue, qlen, qcap);
 		goto out;
 	}
-	tis = calloc(n ? n : 1, sizeof(*tis));
-	bufs = calloc(n ? n : 1, sizeof(*bufs));
-	if (!tis || !bufs) {
-		rc = SL_ERR_NOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if ((rc = encode_dispatch(p, run, t, tq, &inst[i], &bufs[i], &tis[i].len)) != SL_OK)
-			goto out;
-		tis[i].idx = inst[i].map_index;
-		tis[i].dispatch = bufs[i];
-	}
-	rc = sl_state_node_start(p->state, run->id, name, n, t->retries + 1, tis, n, sl_now_ms(),
+	rc = sl_state_node_start(p->state, run->id, name, n, t->retries + 1, NULL, 0, sl_now_ms(),
 				 &tr);
 	if (rc != SL_OK)
 		goto out;
-	planner_fault_point("after_node_start"); /* recorded, not yet produced */
+	planner_fault_point("after_node_start"); /* started, no instance written yet */
 	if (!strcmp(tr.outcome, "stale") || !strcmp(tr.outcome, "ended"))
 		goto out;
-	SL_DEBUG("run %s: task %s started with %zu instances", run->id, name, n);
+	if (!strcmp(tr.outcome, "finished")) {
+		rc = node_done_next(p, run, &tr, queue, qlen, qcap);
+		goto out;
+	}
+	SL_DEBUG("run %s: task %s %s with %zu instances", run->id, name, tr.outcome, n);
 	if ((rc = planner_limits_prepare(p, run, t)) != SL_OK)
 		goto out;
-	for (size_t i = 0; i < n; i++)
-		if (!planner_cache_hit(p, run, t, &ctx, &inst[i]) &&
-		    (rc = produce_dispatch(p, tq, run->id, name, tis[i].idx, tis[i].dispatch,
-					   tis[i].len)) != SL_OK)
-			goto out;
-	if (!strcmp(tr.outcome, "finished"))
-		rc = node_done_next(p, run, &tr, queue, qlen, qcap);
+	rc = write_and_dispatch(p, run, t, tq, x, n, c, &ctx);
 out:
 	sl_transition_clear(&tr);
-	for (size_t i = 0; bufs && i < n; i++)
-		free(bufs[i]);
-	free(bufs);
-	free(tis);
-	sl_instances_free(inst, n);
+	if (c)
+		chunk_clear(c);
+	free(c);
+	sl_expander_free(x);
+	upstream_clear(&ud);
 	return rc;
 }
 
@@ -399,8 +520,8 @@ enum sl_err planner_on_timers(struct planner *p)
 			sluice__v1__task_dispatch__pack(d, buf);
 			SL_INFO("run %s: retrying %s[%d], attempt %u", due[i].run, due[i].task,
 				due[i].idx, due[i].attempt);
-			if (produce_dispatch(p, d->queue[0] ? d->queue : "default", due[i].run,
-					     due[i].task, due[i].idx, buf, len) != SL_OK)
+			if (produce_dispatch(p, d->queue[0] ? d->queue : "default", d->priority,
+					     due[i].run, due[i].task, due[i].idx, buf, len) != SL_OK)
 				rc = SL_ERR_KAFKA;
 			planner_event_task(p, due[i].run, d->flow, due[i].task, due[i].idx,
 					   due[i].attempt, "DISPATCHED", "retry");

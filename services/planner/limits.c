@@ -72,24 +72,22 @@ static enum sl_err redispatch(struct planner *p, const char *holder)
 	redisReply *r = NULL;
 	Sluice__V1__TaskDispatch *d = NULL;
 	uint8_t *buf = NULL;
-	size_t len;
+	void *stored = NULL;
+	size_t len, slen;
 	enum sl_err rc = SL_OK;
 
 	sl_strlcpy(copy, holder, sizeof(copy));
 	if (split_holder(copy, &run, &task, &idx, &attempt) < 0)
 		goto drop;
-	r = sl_state_command(p->state, "HMGET sluice:{%s}:ti:%s:%d state attempt dispatch", run,
-			     task, idx);
-	if (!r)
-		return SL_ERR_REDIS;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-	    r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "DISPATCHED") ||
-	    r->element[1]->type != REDIS_REPLY_STRING ||
-	    strtoul(r->element[1]->str, NULL, 10) != attempt ||
-	    r->element[2]->type != REDIS_REPLY_STRING)
+	rc = sl_state_ti_dispatch(p->state, run, task, idx, "DISPATCHED", attempt, &stored,
+				  &slen);
+	if (rc == SL_ERR_STALE) {
+		rc = SL_OK;
 		goto drop;
-	if (!(d = sluice__v1__task_dispatch__unpack(NULL, r->element[2]->len,
-						     (const uint8_t *)r->element[2]->str))) {
+	}
+	if (rc != SL_OK)
+		return rc;
+	if (!(d = sluice__v1__task_dispatch__unpack(NULL, slen, stored))) {
 		SL_ERROR("run %s task %s: stored dispatch does not decode", run, task);
 		goto drop;
 	}
@@ -109,7 +107,6 @@ static enum sl_err redispatch(struct planner *p, const char *holder)
 		 d->priority > 0 ? ".high" : d->priority < 0 ? ".low" : "");
 	snprintf(key, sizeof(key), "%s/%s/%d", run, task, idx);
 	/* The reaper counts a dispatch as lost from queued_ms on. */
-	freeReplyObject(r);
 	r = sl_state_command(p->state, "HSET sluice:{%s}:ti:%s:%d queued_ms %lld", run, task,
 			     idx, (long long)sl_now_ms());
 	if ((rc = sl_kafka_produce(p->producer, topic, key, strlen(key), buf, len, NULL)) != SL_OK)
@@ -123,6 +120,7 @@ drop:
 out:
 	if (d)
 		sluice__v1__task_dispatch__free_unpacked(d, NULL);
+	free(stored);
 	free(buf);
 	if (r)
 		freeReplyObject(r);

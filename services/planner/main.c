@@ -59,8 +59,9 @@ static enum sl_err handle(struct planner *p, const rd_kafka_message_t *msg)
 }
 
 /* Processes msg until it is durable; transient failures (Redis, Kafka) are retried in
- * place, because storing a later offset would commit past this one. */
-static void process(struct planner *p, const rd_kafka_message_t *msg)
+ * place, because storing a later offset would commit past this one. Returns 1 when msg's
+ * offset is stored, 0 when a stop was requested first (nothing after it may be stored). */
+static int process(struct planner *p, const rd_kafka_message_t *msg)
 {
 	long backoff = 100;
 
@@ -69,7 +70,7 @@ static void process(struct planner *p, const rd_kafka_message_t *msg)
 		if (err == SL_OK || !sl_err_is_retriable(err))
 			break;
 		if (stop_requested)
-			return; /* not stored: the next planner gets it again */
+			return 0; /* not stored: the next planner gets it again */
 		sl_metric_inc(m.retries);
 		SL_WARN("%s[%d]@%lld: %s; retrying in %ld ms", rd_kafka_topic_name(msg->rkt),
 			(int)msg->partition, (long long)msg->offset, sl_strerror(err), backoff);
@@ -85,6 +86,97 @@ static void process(struct planner *p, const rd_kafka_message_t *msg)
 			      : !strcmp(topic, SL_TOPIC_RUNS_REQUESTED) ? m.requests
 									: m.control);
 	}
+	return 1;
+}
+
+/* Settles r[0] of a batch whose results were applied together: retries in place what failed
+ * (its apply, along with the rest of the batch r[1..n) not applied yet, or the start of the
+ * nodes it made ready), then follows it up. Returns 1 when done, 0 when a stop was requested
+ * first. The start of ready nodes is retried for a few seconds only: the result is applied,
+ * and the reaper starts nodes left ready (ADR 12), which is all a redelivered result did
+ * before batching (its apply answers "stale"). */
+static int settle(struct planner *p, struct planner_result *r, size_t n)
+{
+	long backoff = 100;
+	int follow_ups = 0;
+
+	for (;;) {
+		enum sl_err err = r->applied ? planner_result_follow_up(p, r) : r->err;
+		if (err == SL_OK)
+			return 1;
+		if (!sl_err_is_retriable(err) || (r->applied && ++follow_ups > 6)) {
+			SL_WARN("%s[%d]@%lld: %s; %s", SL_TOPIC_RESULTS, (int)r->msg->partition,
+				(long long)r->msg->offset, sl_strerror(err),
+				r->applied ? "ready nodes left to the reaper" : "result skipped");
+			return 1;
+		}
+		if (stop_requested)
+			return 0;
+		if (r->applied && follow_ups == 1)
+			backoff = 100; /* the apply's own retries are over */
+		sl_metric_inc(m.retries);
+		SL_WARN("%s[%d]@%lld: %s; retrying in %ld ms", SL_TOPIC_RESULTS,
+			(int)r->msg->partition, (long long)r->msg->offset, sl_strerror(err), backoff);
+		usleep((useconds_t)backoff * 1000);
+		if (backoff < 5000)
+			backoff *= 2;
+		if (!r->applied)
+			planner_results_apply(p, r, n);
+	}
+}
+
+/* Applies results r[0..n) with one pipelined Redis call, then follows each up and stores its
+ * offset in message order (ADR 5: an offset is stored once its result is applied). Clears
+ * r[0..n). Returns 0 when a stop was requested before all were stored. */
+static int flush_results(struct planner *p, struct planner_result *r, size_t n)
+{
+	static int faults = -1; /* getenv costs ~1,000 instructions: once per process */
+	int done = 1;
+
+	planner_results_apply(p, r, n);
+	if (faults < 0)
+		faults = getenv("SLUICE_FAULT_CRASH_AT") != NULL;
+	for (size_t i = 0; faults && i < n; i++) /* applied, nodes not started; a hit per result */
+		if (r[i].applied)
+			planner_fault_point("after_result_apply");
+	for (size_t i = 0; i < n && done; i++) {
+		if ((done = settle(p, &r[i], n - i))) {
+			sl_kafka_consumer_done(p->consumer, r[i].msg);
+			sl_metric_inc(m.results);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		planner_result_clear(&r[i]);
+	return done;
+}
+
+/* Processes the messages of one drain in order. Consecutive task results are applied as one
+ * batch; anything else (a run request, a control message, a result that needs the slow path)
+ * first flushes the results before it, so that a run's request is handled before its results
+ * and offsets are stored in order. */
+static void process_batch(struct planner *p, rd_kafka_message_t **msgs, size_t n)
+{
+	static struct planner_result pend[PLANNER_BATCH_MAX];
+	size_t np = 0;
+	int go = 1;
+
+	for (size_t i = 0; i < n && go; i++) {
+		if (!strcmp(rd_kafka_topic_name(msgs[i]->rkt), SL_TOPIC_RESULTS) &&
+		    planner_result_prepare(p, msgs[i], &pend[np])) {
+			np++;
+			continue;
+		}
+		if (np)
+			go = flush_results(p, pend, np);
+		np = 0;
+		if (go)
+			go = process(p, msgs[i]);
+	}
+	if (np && go)
+		flush_results(p, pend, np);
+	else
+		for (size_t i = 0; i < np; i++)
+			planner_result_clear(&pend[i]);
 }
 
 int main(int argc, char **argv)
@@ -155,12 +247,20 @@ int main(int argc, char **argv)
 	sl_health_set_ready(health, 1);
 
 	while (!stop_requested) {
+		static rd_kafka_message_t *batch[PLANNER_BATCH_MAX];
 		rd_kafka_message_t *msg = sl_kafka_consumer_poll(p.consumer, 20);
+		size_t n = 0;
 
-		if (msg) {
-			process(&p, msg);
-			rd_kafka_message_destroy(msg);
+		/* Whatever is already fetched goes in one batch: one Redis round trip for its
+		 * results when there is a backlog, no wait when a result comes alone. */
+		while (msg) {
+			batch[n++] = msg;
+			msg = n < PLANNER_BATCH_MAX ? sl_kafka_consumer_poll(p.consumer, 0) : NULL;
 		}
+		if (n)
+			process_batch(&p, batch, n);
+		for (size_t i = 0; i < n; i++)
+			rd_kafka_message_destroy(batch[i]);
 		if (sl_mono_ms() >= next_timer) {
 			planner_on_timers(&p);
 			next_timer = sl_mono_ms() + p.cfg.timer_interval_ms;

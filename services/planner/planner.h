@@ -111,8 +111,42 @@ void planner_cache_store(struct planner *p, struct planner_run *run,
  * pass of the main loop). Returns the last failure, logged already. */
 enum sl_err planner_on_schedules(struct planner *p);
 
-/* results.c */
+/* results.c: task results, one by one or in batches (main.c drains the consumer and applies
+ * the results of one drain with one pipelined Redis call). */
+
+/* Messages taken per loop turn at most (main.c). */
+#define PLANNER_BATCH_MAX 500
+
+/* One TaskResult of a batch, decoded; clear with planner_result_clear(). */
+struct planner_result {
+	const rd_kafka_message_t *msg; /* borrowed */
+	Sluice__V1__TaskResult *res;   /* owned */
+	struct planner_run *run;       /* borrowed from the run cache */
+	size_t task_index;             /* of res->task in run->flow */
+	const char *status;            /* SUCCEEDED, FAILED, TIMED_OUT, CANCELLED */
+	struct sl_result_in in;        /* strings borrowed from res */
+	struct sl_transition tr;       /* once applied */
+	enum sl_err err;               /* of the last apply: SL_OK once applied */
+	int applied;
+	int followed; /* logs and events done (planner_result_follow_up) */
+};
+
+/* Applies one result (the whole path: decode, dead letters, unknown runs, follow-ups). */
 enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg);
+/* Decodes msg (borrowed; it must outlive r) into r for a batch: 1 when it can be applied with
+ * planner_results_apply(); 0 (r cleared) when it must go through planner_on_result() alone
+ * (undecodable, unknown task, or its run not in the cache: loading a run may evict another
+ * that the batch points to). */
+int planner_result_prepare(struct planner *p, const rd_kafka_message_t *msg,
+			   struct planner_result *r);
+/* Applies r[0..n) not applied yet, in order, with one pipelined Redis call per 512: sets
+ * their err, tr and applied. Returns SL_OK or the first failure (retry the call for the ones
+ * not applied). */
+enum sl_err planner_results_apply(struct planner *p, struct planner_result *r, size_t n);
+/* After r was applied: logs, events, cache store (once), then starts the nodes it made ready.
+ * Call it again on a retriable failure: it only starts the nodes again (idempotent). */
+enum sl_err planner_result_follow_up(struct planner *p, struct planner_result *r);
+void planner_result_clear(struct planner_result *r);
 
 /* events.c: RunEvent publishing (best effort: an event lost is logged, not retried). */
 void planner_event_run(struct planner *p, const char *run, const char *flow, const char *state,

@@ -125,8 +125,8 @@ enum sl_err planner_reap(struct planner *p)
 
 		if (!run)
 			continue;
-		SL_WARN("run %s: starting node %s that was ready but never started", ready[i].run,
-			name);
+		SL_WARN("run %s: starting node %s (ready but never started, or half-written)",
+			ready[i].run, name);
 		if (planner_start_nodes(p, run, &name, 1) != SL_OK)
 			rc = SL_ERR_REDIS;
 	}

@@ -36,87 +36,242 @@ static double uniform(void)
 	return erand48(seed);
 }
 
-enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg)
+/* The cached run of run_id without loading it (a load may evict a run that a pending batch
+ * points to); NULL on a miss. */
+static struct planner_run *run_cached(struct planner *p, const char *run_id)
+{
+	for (size_t i = 0; i < PLANNER_RUN_CACHE; i++) {
+		if (p->cache[i].flow && !strcmp(p->cache[i].id, run_id)) {
+			p->cache[i].used = ++p->clock;
+			return &p->cache[i];
+		}
+	}
+	return NULL;
+}
+
+enum result_decoded { DECODED, DECODE_BAD, DECODE_NO_RUN };
+
+/* Decodes and checks msg into r (zeroed first) and fills r->in. DECODE_BAD: *why says why
+ * it is dead-lettered; DECODE_NO_RUN: its run is not in the cache (load == 0) or cannot be
+ * loaded (load == 1). Whatever the answer, clear r with planner_result_clear(). */
+static enum result_decoded result_decode(struct planner *p, const rd_kafka_message_t *msg,
+					 struct planner_result *r, int load, const char **why)
 {
 	Sluice__V1__TaskResult *res;
-	struct planner_run *run;
-	struct sl_transition tr = {0};
-	struct sl_result_in in;
-	const char *status;
 	ssize_t ti;
+
+	memset(r, 0, sizeof(*r));
+	r->msg = msg;
+	if (sl_kafka_check_size(msg) != SL_OK) {
+		*why = "message over the size cap";
+		return DECODE_BAD;
+	}
+	if (!(r->res = res = sluice__v1__task_result__unpack(NULL, msg->len, msg->payload))) {
+		*why = "cannot decode TaskResult";
+		return DECODE_BAD;
+	}
+	r->status = status_name(res->status);
+	if (!res->run_id[0] || !res->task[0] || !res->attempt || !r->status) {
+		*why = "TaskResult needs run_id, task, attempt and a status";
+		return DECODE_BAD;
+	}
+	r->run = load ? planner_run_get(p, res->run_id) : run_cached(p, res->run_id);
+	if (!r->run)
+		return DECODE_NO_RUN;
+	if ((ti = sl_flow_task_index(r->run->flow, res->task)) < 0) {
+		*why = "result for an unknown task";
+		return DECODE_BAD;
+	}
+	r->task_index = (size_t)ti;
+	r->in.run = res->run_id;
+	r->in.task = res->task;
+	r->in.idx = res->map_index;
+	r->in.attempt = res->attempt;
+	r->in.status = r->status;
+	r->in.output = res->output.len ? (const char *)res->output.data : "null";
+	r->in.output_len = res->output.len ? res->output.len : 4;
+	r->in.error = res->error;
+	r->in.exit_code = res->exit_code;
+	r->in.worker = res->worker_id;
+	r->in.started_ms = res->started_at_ms;
+	r->in.finished_ms = res->finished_at_ms;
+	r->in.now_ms = sl_now_ms();
+	r->in.retry_delay_ms =
+		sl_flow_retry_delay_ms(&r->run->flow->tasks[ti], res->attempt, uniform());
+	r->err = SL_ERR_REDIS; /* not applied yet */
+	return DECODED;
+}
+
+int planner_result_prepare(struct planner *p, const rd_kafka_message_t *msg,
+			   struct planner_result *r)
+{
+	const char *why = NULL;
+
+	if (result_decode(p, msg, r, 0, &why) == DECODED)
+		return 1;
+	planner_result_clear(r);
+	return 0;
+}
+
+void planner_result_clear(struct planner_result *r)
+{
+	sl_transition_clear(&r->tr);
+	if (r->res)
+		sluice__v1__task_result__free_unpacked(r->res, NULL);
+	memset(r, 0, sizeof(*r));
+}
+
+/* Results applied per pipelined call at most (the planner's batches are smaller anyway). */
+#define APPLY_CHUNK 512
+
+enum sl_err planner_results_apply(struct planner *p, struct planner_result *r, size_t n)
+{
+	struct sl_result_in in[APPLY_CHUNK];
+	struct sl_transition tr[APPLY_CHUNK];
+	enum sl_err errs[APPLY_CHUNK], rc = SL_OK;
+	size_t map[APPLY_CHUNK];
+	size_t i = 0;
+
+	while (i < n) {
+		size_t k = 0;
+
+		for (; i < n && k < APPLY_CHUNK; i++) {
+			if (r[i].applied)
+				continue;
+			in[k] = r[i].in;
+			map[k++] = i;
+		}
+		if (!k)
+			break;
+		sl_state_result_apply_many(p->state, in, k, tr, errs);
+		for (size_t j = 0; j < k; j++) {
+			struct planner_result *x = &r[map[j]];
+
+			x->err = errs[j];
+			if (errs[j] != SL_OK) {
+				sl_transition_clear(&tr[j]);
+				if (rc == SL_OK)
+					rc = errs[j];
+				continue;
+			}
+			x->tr = tr[j];
+			x->applied = 1;
+		}
+	}
+	return rc;
+}
+
+/* The node event of a node that ended with r's result: its state and counts (a node event
+ * has map index -1 and attempt 0; see docs/operations.md, "Run events"). */
+static void node_ended_event(struct planner *p, const struct planner_result *r)
+{
+	redisReply *h;
+	char msg[128];
+
+	if (!r->run->flow->tasks[r->task_index].nmap) {
+		/* One instance: its result is the node's (no read on a chain's every hop). */
+		int ok = !strcmp(r->status, "SUCCEEDED");
+		planner_event_task(p, r->res->run_id, r->run->flow->name, r->res->task, -1, 0,
+				   ok ? "SUCCEEDED" : "FAILED",
+				   ok ? "1 instances: 1 succeeded, 0 failed"
+				      : "1 instances: 0 succeeded, 1 failed");
+		return;
+	}
+	h = sl_state_command(p->state, "HMGET sluice:{%s}:node:%s state total done failed",
+			     r->res->run_id, r->res->task);
+	if (h && h->type == REDIS_REPLY_ARRAY && h->elements == 4 &&
+	    h->element[0]->type == REDIS_REPLY_STRING) {
+		const char *f[3];
+		for (int i = 0; i < 3; i++)
+			f[i] = h->element[i + 1]->type == REDIS_REPLY_STRING ? h->element[i + 1]->str
+									     : "0";
+		snprintf(msg, sizeof(msg), "%s instances: %s succeeded, %s failed", f[0], f[1], f[2]);
+		planner_event_task(p, r->res->run_id, r->run->flow->name, r->res->task, -1, 0,
+				   h->element[0]->str, msg);
+	}
+	if (h)
+		freeReplyObject(h);
+}
+
+enum sl_err planner_result_follow_up(struct planner *p, struct planner_result *r)
+{
+	const Sluice__V1__TaskResult *res = r->res;
+	const char *run_id = res->run_id, *flow = r->run->flow->name;
+
+	if (!r->applied)
+		return r->err;
+	if (!strcmp(r->tr.outcome, "stale")) {
+		if (!r->followed)
+			SL_INFO("run %s: stale result for %s[%d] attempt %u from %s ignored",
+				run_id, res->task, res->map_index, res->attempt, res->worker_id);
+		r->followed = 1;
+		return SL_OK;
+	}
+	if (!r->followed) {
+		r->followed = 1;
+		planner_cache_store(p, r->run, res);
+		/* Events per instance only for what needs attention (failures, retries); a
+		 * success shows in its node's event when the node ends. */
+		if (!strcmp(r->tr.outcome, "retry")) {
+			planner_event_task(p, run_id, flow, res->task, res->map_index, res->attempt,
+					   "RETRY_WAIT", res->error);
+			SL_INFO("run %s: %s[%d] attempt %u %s (%s); retry in %ld ms", run_id,
+				res->task, res->map_index, res->attempt, r->status, res->error,
+				r->in.retry_delay_ms);
+		} else if (strcmp(r->status, "SUCCEEDED")) {
+			planner_event_task(p, run_id, flow, res->task, res->map_index, res->attempt,
+					   r->status, res->error);
+		}
+		if (!strcmp(r->tr.outcome, "node_done")) {
+			node_ended_event(p, r);
+			/* A failed node does not stop the run: its all_success downstreams end
+			 * UPSTREAM_FAILED, all_done ones run, and the run ends FAILED at the end. */
+			if (!strcmp(r->tr.run_state, "SUCCEEDED")) {
+				SL_INFO("run %s succeeded", run_id);
+				planner_event_run(p, run_id, flow, "SUCCEEDED", NULL);
+			} else if (!strcmp(r->tr.run_state, "FAILED")) {
+				planner_run_failed_event(p, run_id, flow);
+			}
+		}
+	}
+	/* The part retried in place: node_start is idempotent ("stale" once started). */
+	if (!strcmp(r->tr.outcome, "node_done") && r->tr.nready)
+		return planner_start_nodes(p, r->run, r->tr.ready, r->tr.nready);
+	return SL_OK;
+}
+
+enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg)
+{
+	struct planner_result r;
+	const char *why = NULL;
 	enum sl_err rc = SL_OK;
 
-	if (sl_kafka_check_size(msg) != SL_OK)
-		return sl_kafka_deadletter(p->producer, "planner", msg, "message over the size cap");
-	if (!(res = sluice__v1__task_result__unpack(NULL, msg->len, msg->payload)))
-		return sl_kafka_deadletter(p->producer, "planner", msg, "cannot decode TaskResult");
-	status = status_name(res->status);
-	if (!res->run_id[0] || !res->task[0] || !res->attempt || !status) {
-		rc = sl_kafka_deadletter(p->producer, "planner", msg,
-					 "TaskResult needs run_id, task, attempt and a status");
+	switch (result_decode(p, msg, &r, 1, &why)) {
+	case DECODE_BAD:
+		rc = sl_kafka_deadletter(p->producer, "planner", msg, why);
 		goto out;
-	}
-	if (!(run = planner_run_get(p, res->run_id))) {
-		redisReply *r = sl_state_command(p->state, "EXISTS sluice:{%s}:run", res->run_id);
-		if (!r) {
+	case DECODE_NO_RUN: {
+		redisReply *x = sl_state_command(p->state, "EXISTS sluice:{%s}:run", r.res->run_id);
+		if (!x) {
 			rc = SL_ERR_REDIS;
 			goto out;
 		}
-		int exists = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-		freeReplyObject(r);
+		int exists = x->type == REDIS_REPLY_INTEGER && x->integer == 1;
+		freeReplyObject(x);
 		if (exists)
-			SL_WARN("result for run %s ignored: its flow cannot be loaded", res->run_id);
+			SL_WARN("result for run %s ignored: its flow cannot be loaded", r.res->run_id);
 		else
-			rc = sl_kafka_deadletter(p->producer, "planner", msg, "result for an unknown run");
+			rc = sl_kafka_deadletter(p->producer, "planner", msg,
+						 "result for an unknown run");
 		goto out;
 	}
-	if ((ti = sl_flow_task_index(run->flow, res->task)) < 0) {
-		rc = sl_kafka_deadletter(p->producer, "planner", msg, "result for an unknown task");
-		goto out;
+	case DECODED: break;
 	}
-	memset(&in, 0, sizeof(in));
-	in.run = res->run_id;
-	in.task = res->task;
-	in.idx = res->map_index;
-	in.attempt = res->attempt;
-	in.status = status;
-	in.output = res->output.len ? (const char *)res->output.data : "null";
-	in.output_len = res->output.len ? res->output.len : 4;
-	in.error = res->error;
-	in.exit_code = res->exit_code;
-	in.worker = res->worker_id;
-	in.started_ms = res->started_at_ms;
-	in.finished_ms = res->finished_at_ms;
-	in.now_ms = sl_now_ms();
-	in.retry_delay_ms = sl_flow_retry_delay_ms(&run->flow->tasks[ti], res->attempt, uniform());
-	if ((rc = sl_state_result_apply(p->state, &in, &tr)) != SL_OK)
+	if ((rc = planner_results_apply(p, &r, 1)) != SL_OK)
 		goto out;
 	planner_fault_point("after_result_apply"); /* applied, ready nodes not started */
-	if (!strcmp(tr.outcome, "stale")) {
-		SL_INFO("run %s: stale result for %s[%d] attempt %u from %s ignored", res->run_id,
-			res->task, res->map_index, res->attempt, res->worker_id);
-		goto out;
-	}
-	planner_cache_store(p, run, res);
-	planner_event_task(p, res->run_id, run->flow->name, res->task, res->map_index,
-			   res->attempt, !strcmp(tr.outcome, "retry") ? "RETRY_WAIT" : status,
-			   res->error);
-	if (!strcmp(tr.outcome, "retry")) {
-		SL_INFO("run %s: %s[%d] attempt %u %s (%s); retry in %ld ms", res->run_id, res->task,
-			res->map_index, res->attempt, status, res->error, in.retry_delay_ms);
-	} else if (!strcmp(tr.outcome, "node_done")) {
-		/* A failed node does not stop the run: its all_success downstreams end
-		 * UPSTREAM_FAILED, all_done ones run, and the run ends FAILED at the end. */
-		if (!strcmp(tr.run_state, "SUCCEEDED")) {
-			SL_INFO("run %s succeeded", res->run_id);
-			planner_event_run(p, res->run_id, run->flow->name, "SUCCEEDED", NULL);
-		} else if (!strcmp(tr.run_state, "FAILED")) {
-			planner_run_failed_event(p, res->run_id, run->flow->name);
-		}
-		rc = planner_start_nodes(p, run, tr.ready, tr.nready);
-	}
+	rc = planner_result_follow_up(p, &r);
 out:
-	sl_transition_clear(&tr);
-	sluice__v1__task_result__free_unpacked(res, NULL);
+	planner_result_clear(&r);
 	return rc;
 }

@@ -645,6 +645,13 @@ static const struct {
 	{"sha256", builtin_sha256},
 };
 
+int worker_builtin_is_inline(const char *name)
+{
+	/* Bounded by their input (1 MiB at most): nothing to poll, nothing to renew. sleep,
+	 * http_get and sha256 can take long or block, and run on slots. */
+	return name && (!strcmp(name, "noop") || !strcmp(name, "echo") || !strcmp(name, "sum"));
+}
+
 void worker_builtin_run(const char *name, const void *input, size_t len, const char *run_dir,
 			int (*should_stop)(void *), void *ud, int64_t deadline_ms,
 			struct worker_outcome *out)

@@ -1,4 +1,5 @@
-/* consume.c - the Kafka loop: dispatch in, lease acquired, offset stored, job to a slot. */
+/* consume.c - the Kafka loop: dispatches in by batches, leases acquired together, offsets
+ * stored, inline built-ins run here, the rest handed to slots. */
 #include <stdio.h>
 #include <string.h>
 
@@ -18,10 +19,7 @@ struct pending {
 	size_t n;
 };
 
-enum handled {
-	HANDLED_DONE,  /* offset stored (or left to a rebalance); message no longer needed */
-	HANDLED_RETRY, /* Redis or Kafka could not answer: keep the message, try again later */
-};
+static int same_partition(const rd_kafka_message_t *a, const rd_kafka_message_t *b);
 
 /* Run ids name directories under work-dir: no separators, no leading dot. */
 static int valid_run_id(const char *s)
@@ -63,81 +61,184 @@ static const char *check_dispatch(const Sluice__V1__TaskDispatch *d)
 	return NULL;
 }
 
-static enum handled dead_letter(struct worker *w, rd_kafka_message_t *m, const char *why)
+/* Publishes m to the dead-letter topic and stores its offset. Returns -1 (nothing stored)
+ * when the producer refused it. */
+static int dead_letter(struct worker *w, rd_kafka_message_t *m, const char *why)
 {
 	if (sl_kafka_deadletter(w->producer, "worker", m, why) != SL_OK)
-		return HANDLED_RETRY;
+		return -1;
 	sl_kafka_consumer_done(w->consumer, m);
-	return HANDLED_DONE;
+	return 0;
 }
 
-/* Decodes one dispatch, takes its lease and gives it to a free slot (the caller made sure
- * there is one). */
-static enum handled handle(struct worker *w, rd_kafka_message_t *m)
-{
-	Sluice__V1__TaskDispatch *d;
-	const char *why;
-	char reason[128];
+/* One dispatch of a turn's batch. */
+struct item {
+	rd_kafka_message_t *m;       /* borrowed from the pending buffer */
+	Sluice__V1__TaskDispatch *d; /* owned until given to a slot; NULL when rejected */
+	char reject[128];            /* why it goes to the dead-letter topic ("" = it does not) */
+	int dup;                     /* running here already: drop it */
+	int is_inline;               /* noop/echo/sum: run on this thread */
 	long ttl;
-	int dup;
-	enum sl_err err;
+	int lease;                   /* index in the lease requests, -1 when none */
+	int consumed;                /* done with: remove from the buffer */
+};
 
+/* Decodes and checks m into it. */
+static void item_decode(struct worker *w, rd_kafka_message_t *m, struct item *it)
+{
+	const char *why;
+
+	memset(it, 0, sizeof(*it));
+	it->m = m;
+	it->lease = -1;
 	if (sl_kafka_check_size(m) != SL_OK) {
-		snprintf(reason, sizeof(reason), "TaskDispatch of %zu bytes exceeds the %d byte cap",
-			 m->len, SL_KAFKA_MAX_MESSAGE);
-		return dead_letter(w, m, reason);
+		snprintf(it->reject, sizeof(it->reject),
+			 "TaskDispatch of %zu bytes exceeds the %d byte cap", m->len,
+			 SL_KAFKA_MAX_MESSAGE);
+		return;
 	}
-	if (!(d = sluice__v1__task_dispatch__unpack(NULL, m->len, m->payload)))
-		return dead_letter(w, m, "cannot decode TaskDispatch");
-	if ((why = check_dispatch(d))) {
-		sluice__v1__task_dispatch__free_unpacked(d, NULL);
-		return dead_letter(w, m, why);
+	if (!(it->d = sluice__v1__task_dispatch__unpack(NULL, m->len, m->payload))) {
+		snprintf(it->reject, sizeof(it->reject), "cannot decode TaskDispatch");
+		return;
 	}
-	pthread_mutex_lock(&w->lock);
-	dup = worker_slot_holds(w, d);
-	pthread_mutex_unlock(&w->lock);
-	if (dup) {
-		/* A redelivery (rebalance) of what we run already: the lease script would say
-		 * "ok" to its holder, and running it twice helps no one. */
-		SL_DEBUG("dispatch %s/%s[%d] attempt %u is running here already; dropped",
-			 d->run_id, d->task, d->map_index, d->attempt);
-		sl_kafka_consumer_done(w->consumer, m);
-		sluice__v1__task_dispatch__free_unpacked(d, NULL);
-		return HANDLED_DONE;
+	if ((why = check_dispatch(it->d))) {
+		snprintf(it->reject, sizeof(it->reject), "%s", why);
+		sluice__v1__task_dispatch__free_unpacked(it->d, NULL);
+		it->d = NULL;
+		return;
 	}
-	ttl = d->lease_ttl_ms ? (long)d->lease_ttl_ms : w->cfg->lease_ttl_ms;
-	if (ttl < WORKER_MIN_LEASE_TTL_MS) /* renewing every ttl/3 must stay sane */
-		ttl = WORKER_MIN_LEASE_TTL_MS;
-	err = sl_state_lease_acquire(w->st, d->run_id, d->task, d->map_index, d->attempt,
-				     w->cfg->id, ttl);
-	switch (err) {
-	case SL_OK:
-		sl_kafka_consumer_done(w->consumer, m);
-		SL_DEBUG("lease taken: %s/%s[%d] attempt %u (ttl %ld ms)", d->run_id, d->task,
-			 d->map_index, d->attempt, ttl);
-		if (worker_slot_assign(w, d, ttl) != 0) {
-			/* Cannot happen (only this thread fills slots); the lease lapses and
-			 * the planner re-dispatches. */
-			SL_ERROR("no free slot for %s/%s[%d]", d->run_id, d->task, d->map_index);
-			sluice__v1__task_dispatch__free_unpacked(d, NULL);
+	it->is_inline = it->d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
+			worker_builtin_is_inline(it->d->builtin);
+	it->ttl = it->d->lease_ttl_ms ? (long)it->d->lease_ttl_ms : w->cfg->lease_ttl_ms;
+	if (it->ttl < WORKER_MIN_LEASE_TTL_MS) /* renewing every ttl/3 must stay sane */
+		it->ttl = WORKER_MIN_LEASE_TTL_MS;
+}
+
+static int same_instance(const Sluice__V1__TaskDispatch *a, const Sluice__V1__TaskDispatch *b)
+{
+	return a->attempt == b->attempt && a->map_index == b->map_index &&
+	       !strcmp(a->run_id, b->run_id) && !strcmp(a->task, b->task);
+}
+
+/* Runs the inline built-in of it (its lease held since sent_ms) and queues its result. */
+static void run_inline(struct worker *w, struct item *it, int64_t sent_ms)
+{
+	const Sluice__V1__TaskDispatch *d = it->d;
+	struct worker_outcome out;
+
+	if (atomic_load(&w->hard_stop)) {
+		/* Not started: handed back at once, as a slot does with a stopped task. */
+		sl_state_lease_release(w->st, d->run_id, d->task, d->map_index, d->attempt,
+				       w->cfg->id);
+		return;
+	}
+	SL_DEBUG("inline: start %s/%s[%d] attempt %u (builtin %s)", d->run_id, d->task,
+		 d->map_index, d->attempt, d->builtin);
+	sl_metric_inc(w->m.started);
+	worker_run_inline(d, &out);
+	/* As a slot checks its stop_by: a result is published only while the lease is surely
+	 * ours (this thread may have been descheduled for long on a busy machine). */
+	if (sl_mono_ms() >= worker_lease_stop_by(w, sent_ms, it->ttl)) {
+		sl_metric_inc(w->m.leases_lost);
+		sl_metric_inc(w->m.stopped);
+		SL_WARN("%s/%s[%d] attempt %u: finished after its lease could lapse; no result "
+			"published",
+			d->run_id, d->task, d->map_index, d->attempt);
+		goto out;
+	}
+	sl_metric_inc(out.status == SLUICE__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED ? w->m.succeeded
+										 : w->m.failed);
+	if (worker_result_send(w, d, &out) != SL_OK)
+		SL_WARN("%s/%s[%d] attempt %u: result not queued; the lease will lapse", d->run_id,
+			d->task, d->map_index, d->attempt);
+out:
+	worker_outcome_clear(&out);
+}
+
+/* Settles the decoded batch it[0..n) in order, after its leases were asked for (reqs, sent at
+ * sent_ms). Offsets are stored in the batch's order, which is each partition's order; once an
+ * item of a partition must be retried (Redis or Kafka unavailable), nothing after it in that
+ * partition is stored: a leased one still runs (a later offset will cover it), the others
+ * stay in the buffer. Returns -1 when some item must be retried. */
+static int settle(struct worker *w, struct item *it, size_t n, const struct sl_lease_req *reqs,
+		  int64_t sent_ms)
+{
+	const rd_kafka_message_t *failed[WORKER_PENDING_MAX];
+	size_t nfailed = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct item *x = &it[i];
+		enum sl_err err = x->lease >= 0 ? reqs[x->lease].err : SL_OK;
+		int blocked = 0;
+
+		for (size_t f = 0; f < nfailed && !blocked; f++)
+			blocked = same_partition(failed[f], x->m);
+		if (blocked) {
+			if (x->lease >= 0 && err == SL_OK)
+				x->consumed = 1; /* runs; its offset is not stored */
+			continue;
 		}
-		return HANDLED_DONE;
-	case SL_ERR_STALE:
-		SL_DEBUG("stale dispatch %s/%s[%d] attempt %u dropped", d->run_id, d->task,
-			 d->map_index, d->attempt);
-		break;
-	case SL_ERR_BUSY:
-		SL_DEBUG("dispatch %s/%s[%d] attempt %u is leased by another worker, or waits "
-			 "for a concurrency slot (the planner sends it again); dropped",
-			 d->run_id, d->task, d->map_index, d->attempt);
-		break;
-	default:
-		sluice__v1__task_dispatch__free_unpacked(d, NULL);
-		return HANDLED_RETRY;
+		if (x->reject[0]) {
+			if (dead_letter(w, x->m, x->reject) == 0) {
+				x->consumed = 1;
+				continue;
+			}
+			failed[nfailed++] = x->m;
+			continue;
+		}
+		if (x->dup) {
+			/* A redelivery (rebalance) of what we run already: the lease script would
+			 * say "ok" to its holder, and running it twice helps no one. */
+			SL_DEBUG("dispatch %s/%s[%d] attempt %u is running here already; dropped",
+				 x->d->run_id, x->d->task, x->d->map_index, x->d->attempt);
+			sl_kafka_consumer_done(w->consumer, x->m);
+			x->consumed = 1;
+			continue;
+		}
+		switch (err) {
+		case SL_OK:
+			SL_DEBUG("lease taken: %s/%s[%d] attempt %u (ttl %ld ms)", x->d->run_id,
+				 x->d->task, x->d->map_index, x->d->attempt, x->ttl);
+			break;
+		case SL_ERR_STALE:
+			SL_DEBUG("stale dispatch %s/%s[%d] attempt %u dropped", x->d->run_id,
+				 x->d->task, x->d->map_index, x->d->attempt);
+			break;
+		case SL_ERR_BUSY:
+			SL_DEBUG("dispatch %s/%s[%d] attempt %u is leased by another worker, or "
+				 "waits for a concurrency slot (the planner sends it again); dropped",
+				 x->d->run_id, x->d->task, x->d->map_index, x->d->attempt);
+			break;
+		default:
+			failed[nfailed++] = x->m;
+			continue;
+		}
+		sl_kafka_consumer_done(w->consumer, x->m);
+		x->consumed = 1;
 	}
-	sl_kafka_consumer_done(w->consumer, m);
-	sluice__v1__task_dispatch__free_unpacked(d, NULL);
-	return HANDLED_DONE;
+	/* Slots first, so their tasks start while the inline ones run here. */
+	for (size_t i = 0; i < n; i++) {
+		struct item *x = &it[i];
+
+		if (!x->consumed || x->lease < 0 || reqs[x->lease].err != SL_OK || x->is_inline)
+			continue;
+		if (worker_slot_assign(w, x->d, x->ttl, sent_ms) != 0) {
+			/* Cannot happen (the batch took no more than the free slots, and only
+			 * this thread fills them); the lease lapses and the planner
+			 * re-dispatches. */
+			SL_ERROR("no free slot for %s/%s[%d]", x->d->run_id, x->d->task,
+				 x->d->map_index);
+			continue;
+		}
+		x->d = NULL; /* the slot's now */
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct item *x = &it[i];
+
+		if (x->consumed && x->lease >= 0 && reqs[x->lease].err == SL_OK && x->is_inline)
+			run_inline(w, x, sent_ms);
+	}
+	return nfailed ? -1 : 0;
 }
 
 /* Takes in the stop signals and the registry's drain request. */
@@ -219,49 +320,134 @@ static int same_partition(const rd_kafka_message_t *a, const rd_kafka_message_t 
 		!strcmp(rd_kafka_topic_name(a->rkt), rd_kafka_topic_name(b->rkt)));
 }
 
-/* Index (from the head) of the message to handle next: the highest band among the messages
- * that are first of their partition in p, the oldest on a tie. p->n > 0. */
-static size_t pending_pick(const struct pending *p)
-{
-	size_t best = 0;
-	int best_prio = p->prio[p->head];
+/* Index (from the head) of the message to take next, or -1: the highest band among the
+ * messages that are first of their partition in p once the taken ones are left out (mark[i]
+ * MARK_TAKEN), the oldest on a tie. A MARK_BLOCKED message is not taken and keeps its
+ * partition behind it. */
+enum { MARK_WAITING, MARK_TAKEN, MARK_BLOCKED };
 
-	for (size_t i = 1; i < p->n; i++) {
+static int pending_pick(const struct pending *p, const unsigned char *mark)
+{
+	int best = -1, best_prio = 0;
+
+	for (size_t i = 0; i < p->n; i++) {
 		size_t at = (p->head + i) % WORKER_PENDING_MAX;
 		rd_kafka_message_t *m = p->m[at];
 		int behind = 0;
 
-		if (p->prio[at] <= best_prio)
+		if (mark[i] != MARK_WAITING || (best >= 0 && p->prio[at] <= best_prio))
 			continue;
 		for (size_t j = 0; j < i && !behind; j++)
-			behind = same_partition(pending_at(p, j), m);
+			behind = mark[j] != MARK_TAKEN && same_partition(pending_at(p, j), m);
 		if (!behind) {
-			best = i;
+			best = (int)i;
 			best_prio = p->prio[at];
 		}
 	}
 	return best;
 }
 
-/* Removes and returns the message at index i (from the head), keeping the others in order. */
-static rd_kafka_message_t *pending_take(struct pending *p, size_t i)
+/* Removes the messages whose keep[i] is 0 (destroying them), keeping the others in order. */
+static void pending_compact(struct pending *p, const unsigned char *keep)
 {
-	rd_kafka_message_t *m = pending_at(p, i);
+	size_t n = 0;
 
-	for (; i + 1 < p->n; i++) {
-		size_t to = (p->head + i) % WORKER_PENDING_MAX, from = (to + 1) % WORKER_PENDING_MAX;
+	for (size_t i = 0; i < p->n; i++) {
+		size_t at = (p->head + i) % WORKER_PENDING_MAX;
 
-		p->m[to] = p->m[from];
-		p->prio[to] = p->prio[from];
+		if (!keep[i]) {
+			rd_kafka_message_destroy(p->m[at]);
+			p->m[at] = NULL;
+			continue;
+		}
+		if (n != i) {
+			size_t to = (p->head + n) % WORKER_PENDING_MAX;
+
+			p->m[to] = p->m[at];
+			p->prio[to] = p->prio[at];
+			p->m[at] = NULL;
+		}
+		n++;
 	}
-	p->m[(p->head + p->n - 1) % WORKER_PENDING_MAX] = NULL;
-	p->n--;
-	return m;
+	p->n = n;
 }
 
 static rd_kafka_message_t *pending_pop(struct pending *p)
 {
-	return pending_take(p, 0);
+	rd_kafka_message_t *m = p->m[p->head];
+
+	p->m[p->head] = NULL;
+	p->head = (p->head + 1) % WORKER_PENDING_MAX;
+	p->n--;
+	return m;
+}
+
+/* One turn: takes from p, in priority order, every dispatch that can start now (at most
+ * free_slots of those needing a slot, any number of inline built-ins, rejects and
+ * duplicates), asks for all their leases in one pipelined round trip and settles them.
+ * Returns 1 when something was taken, 0 when nothing could be, -1 when something must be
+ * retried (Redis or Kafka unavailable). */
+static int take_batch(struct worker *w, struct pending *p, int free_slots)
+{
+	struct item it[WORKER_PENDING_MAX];
+	struct sl_lease_req reqs[WORKER_PENDING_MAX];
+	unsigned char mark[WORKER_PENDING_MAX], keep[WORKER_PENDING_MAX];
+	size_t n = 0, nreq = 0, index[WORKER_PENDING_MAX];
+	int64_t sent;
+	int rc, pick;
+
+	memset(mark, MARK_WAITING, sizeof(mark));
+	while ((pick = pending_pick(p, mark)) >= 0) {
+		struct item *x = &it[n];
+
+		item_decode(w, pending_at(p, (size_t)pick), x);
+		if (x->d && !x->is_inline) {
+			if (free_slots == 0) {
+				/* Waits for a slot, and so does the rest of its partition; inline
+				 * ones of other partitions may still go. */
+				sluice__v1__task_dispatch__free_unpacked(x->d, NULL);
+				mark[pick] = MARK_BLOCKED;
+				continue;
+			}
+			free_slots--;
+		}
+		mark[pick] = MARK_TAKEN;
+		index[n++] = (size_t)pick;
+	}
+	if (n == 0)
+		return 0;
+	/* Duplicates: running in a slot here, or twice in this batch (a redelivery). */
+	pthread_mutex_lock(&w->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (!it[i].d)
+			continue;
+		it[i].dup = worker_slot_holds(w, it[i].d);
+		for (size_t j = 0; j < i && !it[i].dup; j++)
+			it[i].dup = it[j].d && !it[j].dup && same_instance(it[i].d, it[j].d);
+	}
+	pthread_mutex_unlock(&w->lock);
+	for (size_t i = 0; i < n; i++) {
+		const Sluice__V1__TaskDispatch *d = it[i].d;
+
+		if (!d || it[i].dup)
+			continue;
+		reqs[nreq] = (struct sl_lease_req){.run = d->run_id, .task = d->task,
+						    .idx = d->map_index, .attempt = d->attempt,
+						    .ttl_ms = it[i].ttl};
+		it[i].lease = (int)nreq++;
+	}
+	sent = sl_mono_ms(); /* the leases count from the request, not from the reply */
+	sl_state_lease_acquire_many(w->st, w->cfg->id, reqs, nreq);
+	rc = settle(w, it, n, reqs, sent) < 0 ? -1 : 1;
+	memset(keep, 1, sizeof(keep));
+	for (size_t i = 0; i < n; i++) {
+		if (it[i].consumed)
+			keep[index[i]] = 0;
+		if (it[i].d)
+			sluice__v1__task_dispatch__free_unpacked(it[i].d, NULL);
+	}
+	pending_compact(p, keep);
+	return rc;
 }
 
 void worker_consume(struct worker *w)
@@ -269,7 +455,7 @@ void worker_consume(struct worker *w)
 	struct pending p;
 	int64_t retry_at = 0;
 	long backoff = WORKER_BACKOFF_MIN_MS;
-	int paused = 0, failing = 0;
+	int paused = 0, failing = 0, stuck = 0;
 	/* Not one per slot: a worker with few slots must still see several waiting dispatches to
 	 * start the high-priority ones first. */
 	const size_t prefetch = WORKER_PREFETCH_MAX;
@@ -285,25 +471,27 @@ void worker_consume(struct worker *w)
 		free_slots = worker_free_slots(w);
 		if (draining && free_slots == w->nslots)
 			break;
-		while (!draining && p.n && free_slots > 0 && sl_mono_ms() >= retry_at) {
-			size_t next = pending_pick(&p);
+		/* stuck: the buffer holds only dispatches waiting for a slot; look again once one
+		 * frees or something new arrives. */
+		if (!draining && p.n && sl_mono_ms() >= retry_at && (!stuck || free_slots > 0)) {
+			int rc = take_batch(w, &p, free_slots);
 
-			if (handle(w, pending_at(&p, next)) == HANDLED_RETRY) {
+			stuck = rc == 0;
+			if (rc < 0) {
 				if (!failing++)
 					SL_WARN("cannot take dispatches (redis or kafka unavailable); "
 						"retrying with backoff");
 				retry_at = sl_mono_ms() + backoff;
 				backoff = backoff * 2 > WORKER_BACKOFF_MAX_MS ? WORKER_BACKOFF_MAX_MS
 									     : backoff * 2;
-				break;
+			} else if (rc > 0) {
+				if (failing) {
+					SL_INFO("taking dispatches again after %d failed attempts",
+						failing);
+					failing = 0;
+				}
+				backoff = WORKER_BACKOFF_MIN_MS;
 			}
-			if (failing) {
-				SL_INFO("taking dispatches again after %d failed attempts", failing);
-				failing = 0;
-			}
-			backoff = WORKER_BACKOFF_MIN_MS;
-			rd_kafka_message_destroy(pending_take(&p, next));
-			free_slots = worker_free_slots(w);
 		}
 		/* Paused, the consumer is still polled, so the group keeps us as a member. A few
 		 * fetched dispatches (up to WORKER_PREFETCH_MAX) wait here unleased while every
@@ -322,8 +510,13 @@ void worker_consume(struct worker *w)
 		} else {
 			m = sl_kafka_consumer_poll(w->consumer, 50);
 		}
-		if (m)
+		/* Whatever else is fetched already joins the batch of the next turn: one Redis
+		 * round trip for all of their leases. */
+		while (m) {
 			pending_push(w, &p, m);
+			stuck = 0;
+			m = p.n < prefetch ? sl_kafka_consumer_poll(w->consumer, 0) : NULL;
+		}
 		sl_metric_set(w->m.waiting, (int64_t)p.n);
 		sl_kafka_producer_poll(w->producer, 0);
 	}

@@ -30,12 +30,11 @@ static void fill(Sluice__V1__TaskResult *r, const struct worker *w,
 	r->finished_at_ms = out->finished_ms;
 }
 
-enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskDispatch *d,
-				  struct worker_outcome *out)
+enum sl_err worker_result_send(struct worker *w, const Sluice__V1__TaskDispatch *d,
+			       struct worker_outcome *out)
 {
-	struct worker *w = s->w;
 	Sluice__V1__TaskResult r = SLUICE__V1__TASK_RESULT__INIT;
-	uint8_t *buf = NULL;
+	uint8_t stack[4096], *buf = stack;
 	size_t len;
 	enum sl_err err;
 
@@ -55,7 +54,8 @@ enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskD
 		fill(&r, w, d, out);
 		len = sluice__v1__task_result__get_packed_size(&r);
 	}
-	if (!(buf = malloc(len ? len : 1))) {
+	/* Most results are small: no allocation for them (the producer copies the bytes). */
+	if (len > sizeof(stack) && !(buf = malloc(len))) {
 		SL_ERROR("out of memory encoding the result of %s/%s[%d]", d->run_id, d->task,
 			 d->map_index);
 		err = SL_ERR_NOMEM;
@@ -68,12 +68,22 @@ enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskD
 	 * producer round trip. */
 	err = sl_kafka_produce(w->producer, SL_TOPIC_RESULTS, d->run_id, strlen(d->run_id), buf,
 			       len, NULL);
+out:
+	if (buf != stack)
+		free(buf);
+	return err;
+}
+
+enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskDispatch *d,
+				  struct worker_outcome *out)
+{
+	struct worker *w = s->w;
+	enum sl_err err = worker_result_send(w, d, out);
+
 	if (err == SL_OK) {
 		pthread_mutex_lock(&w->lock);
 		s->result_out = 1;
 		pthread_mutex_unlock(&w->lock);
 	}
-out:
-	free(buf);
 	return err;
 }

@@ -209,3 +209,11 @@ void worker_run_instance(struct worker_slot *s, const Sluice__V1__TaskDispatch *
 	}
 	out->finished_ms = sl_now_ms();
 }
+
+void worker_run_inline(const Sluice__V1__TaskDispatch *d, struct worker_outcome *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->started_ms = sl_now_ms();
+	worker_builtin_run(d->builtin, d->input.data, d->input.len, NULL, NULL, NULL, 0, out);
+	out->finished_ms = sl_now_ms();
+}

@@ -6,6 +6,24 @@
 #include "sluice/util.h"
 #include "worker.h"
 
+void worker_slot_init(struct worker *w, int i)
+{
+	w->slots[i].w = w;
+	w->slots[i].index = i;
+	pthread_cond_init(&w->slots[i].wake, NULL);
+}
+
+void worker_slot_fini(struct worker_slot *s)
+{
+	pthread_cond_destroy(&s->wake);
+}
+
+void worker_slots_wake(struct worker *w)
+{
+	for (int i = 0; i < w->nslots; i++)
+		pthread_cond_signal(&w->slots[i].wake);
+}
+
 int worker_free_slots(struct worker *w)
 {
 	int n;
@@ -28,7 +46,8 @@ int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d)
 	return 0;
 }
 
-int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_ms)
+int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_ms,
+		       int64_t sent_ms)
 {
 	int rc = -1;
 
@@ -40,16 +59,14 @@ int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_m
 			continue;
 		s->job = d;
 		s->ttl_ms = ttl_ms;
-		s->next_renew_ms = sl_mono_ms() + ttl_ms / 3;
-		/* The lease was taken just before (consume.c), so now is a hair late: the margin
-		 * of worker_lease_stop_by() covers it. */
-		atomic_store(&s->stop_by_ms, worker_lease_stop_by(w, sl_mono_ms(), ttl_ms));
+		s->next_renew_ms = sent_ms + ttl_ms / 3;
+		atomic_store(&s->stop_by_ms, worker_lease_stop_by(w, sent_ms, ttl_ms));
 		s->gen++;
 		s->result_out = 0;
 		atomic_store(&s->lost, 0);
 		w->nbusy++;
 		sl_metric_set(w->m.busy, w->nbusy);
-		pthread_cond_broadcast(&w->cond);
+		pthread_cond_signal(&s->wake);
 		rc = 0;
 		break;
 	}
@@ -138,7 +155,7 @@ void *worker_slot_main(void *arg)
 		Sluice__V1__TaskDispatch *d;
 
 		while (!s->job && !atomic_load(&w->quit))
-			pthread_cond_wait(&w->cond, &w->lock);
+			pthread_cond_wait(&s->wake, &w->lock);
 		if (!s->job)
 			break;
 		d = s->job;

@@ -24,7 +24,9 @@
 #define WORKER_PENDING_MAX 32  /* room for them plus what arrives while pausing */
 #define WORKER_TOPIC_PARTITIONS 8
 #define WORKER_DEFAULT_MAX_OUTPUT (1024 * 1024)
-#define WORKER_PRODUCER_LINGER_MS 5
+/* Results: a lone one goes out within 1 ms; results produced together (a batch of inline
+ * built-ins, slots ending at once) share a produce request. SLUICE_KAFKA_LINGER_MS overrides. */
+#define WORKER_PRODUCER_LINGER_MS 1
 #define WORKER_MIN_LEASE_TTL_MS 300L
 #define WORKER_BACKOFF_MIN_MS 100L
 #define WORKER_BACKOFF_MAX_MS 5000L
@@ -62,6 +64,9 @@ struct worker_slot {
 	pthread_t thread;
 	int started;
 	struct sl_state *st; /* this thread's own Redis connection (hiredis is not thread-safe) */
+	/* Signalled (with worker.lock) when a job is given to this slot or the threads quit:
+	 * the slot's own, so that a hand-off wakes one thread, not every idle slot. */
+	pthread_cond_t wake;
 	/* lock: */
 	Sluice__V1__TaskDispatch *job; /* owned while held; NULL when the slot is free */
 	long ttl_ms;
@@ -136,9 +141,10 @@ struct sl_state *worker_state_connect(struct worker *w, const char *what);
 
 /* ---- consume.c ---- */
 
-/* The Kafka loop: takes dispatches, acquires their leases and hands them to free slots;
- * pauses the consumer while no slot is free. Returns once draining and every slot is idle.
- * @locality main thread. */
+/* The Kafka loop: takes the dispatches fetched together, acquires their leases in one
+ * pipelined Redis round trip, runs the inline built-ins (noop, echo, sum) itself and hands the
+ * others to free slots; pauses the consumer while the buffer is full. Returns once draining
+ * and every slot is idle. @locality main thread. */
 void worker_consume(struct worker *w);
 
 /* ---- slot.c ---- */
@@ -146,15 +152,24 @@ void worker_consume(struct worker *w);
 /* Slot thread: waits for a job, runs it, publishes its result, releases its lease. */
 void *worker_slot_main(void *arg);
 
+/* Initialises slot i of w (before any thread runs); worker_slot_fini() undoes it. */
+void worker_slot_init(struct worker *w, int i);
+void worker_slot_fini(struct worker_slot *s);
+
+/* Wakes every slot thread (to see w->quit). @locks w->lock held. */
+void worker_slots_wake(struct worker *w);
+
 /* Number of free slots. @locks takes w->lock. */
 int worker_free_slots(struct worker *w);
 
 /* Returns 1 when some slot holds (run, task, idx, attempt) already. @locks w->lock held. */
 int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d);
 
-/* Gives d (takes ownership) with its lease ttl to a free slot. Returns 0, or -1 when no
- * slot is free (d untouched). @locks takes w->lock. */
-int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_ms);
+/* Gives d (takes ownership) with its lease ttl, acquired by a request sent at sent_ms
+ * (monotonic), to a free slot. Returns 0, or -1 when no slot is free (d untouched).
+ * @locks takes w->lock. */
+int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_ms,
+		       int64_t sent_ms);
 
 /* ---- run.c ---- */
 
@@ -176,6 +191,10 @@ struct worker_outcome {
 void worker_run_instance(struct worker_slot *s, const Sluice__V1__TaskDispatch *d,
 			 struct worker_outcome *out);
 
+/* Runs the inline built-in d (worker_builtin_is_inline(d->builtin)) on the calling thread
+ * and fills out. @locality consume thread. */
+void worker_run_inline(const Sluice__V1__TaskDispatch *d, struct worker_outcome *out);
+
 void worker_outcome_clear(struct worker_outcome *out);
 
 /* Returns 1 when the task on slot s must stop (lease lost or hard stop). */
@@ -192,7 +211,17 @@ void worker_builtin_run(const char *name, const void *input, size_t len, const c
 			int (*should_stop)(void *), void *ud, int64_t deadline_ms,
 			struct worker_outcome *out);
 
+/* Returns 1 for the built-ins the consume loop runs itself (noop, echo, sum: bounded work,
+ * no blocking, nothing to renew), 0 for those that need a slot. */
+int worker_builtin_is_inline(const char *name);
+
 /* ---- result.c ---- */
+
+/* Encodes out as the TaskResult of d and queues it on sluice.tasks.results (key = run id)
+ * without waiting for the delivery report. Returns SL_OK once queued, SL_ERR_KAFKA (logged)
+ * when the producer refused it, SL_ERR_NOMEM. @locality any thread. */
+enum sl_err worker_result_send(struct worker *w, const Sluice__V1__TaskDispatch *d,
+			       struct worker_outcome *out);
 
 /* Queues out as the TaskResult of d on sluice.tasks.results (key = run id) and marks the
  * slot's result as out, without waiting for the delivery report: the planner releases the

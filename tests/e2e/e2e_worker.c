@@ -301,6 +301,59 @@ START_TEST(high_priority_dispatches_start_first)
 }
 END_TEST
 
+/* noop, echo and sum need no slot: they run on the consume thread while the only slot is
+ * busy (docs/worker.md, Built-ins). */
+START_TEST(inline_builtins_run_while_every_slot_is_busy)
+{
+	char gate[600], param[700], *run, *st, *out, *state;
+	const char *params[] = {param, NULL};
+	int port = free_port();
+	char http[32];
+	pid_t w;
+	int64_t until;
+	int done = 0;
+
+	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+	{
+		const char *wargs[] = {"--queue", "inline", "--slots", "1", "--id", "e2e-inline-w",
+				       "--http", http, NULL};
+		ck_assert_int_gt(w = spawn_worker("worker-inline", wargs), 0);
+	}
+	snprintf(gate, sizeof(gate), "%s/inline-gate", e2e_tmpdir("worker"));
+	unlink(gate);
+	snprintf(param, sizeof(param), "gate=%s", gate);
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/inline.yaml", params));
+	ck_assert_msg(wait_running(run, "block", -1, 60000), "block never ran");
+	until = sl_mono_ms() + e2e_ms(60000);
+	while (!done && sl_mono_ms() < until) {
+		st = e2e_ti_field(run, "total", -1, "state");
+		done = st && !strcmp(st, "SUCCEEDED");
+		free(st);
+		if (!done)
+			usleep(100000);
+	}
+	ck_assert_msg(done, "sum did not finish while the slot was busy");
+	out = e2e_ti_field(run, "total", -1, "output");
+	ck_assert_str_eq(out ? out : "(nil)", "10");
+	free(out);
+	st = ti_state(run, "block", -1);
+	ck_assert_str_eq(st ? st : "(nil)", "RUNNING");
+	free(st);
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_busy_slots"), 1);
+	ck_assert_int_ge(worker_metric(port, "sluice_worker_tasks_succeeded_total"), 6);
+	{
+		FILE *fp = fopen(gate, "w");
+		ck_assert_ptr_nonnull(fp);
+		fclose(fp);
+	}
+	state = e2e_wait_run_end(run, e2e_ms(30000));
+	ck_assert_str_eq(state ? state : "-", "SUCCEEDED");
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
+	free(state);
+	free(run);
+}
+END_TEST
+
 START_TEST(health_endpoints_answer)
 {
 	static char body[65536];
@@ -518,6 +571,7 @@ int main(void)
 	const TTest *const tests[] = {
 		health_endpoints_answer,
 		high_priority_dispatches_start_first,
+		inline_builtins_run_while_every_slot_is_busy,
 		sigterm_lets_the_running_task_finish,
 		sigterm_hands_back_at_the_drain_timeout,
 		redis_outage_past_the_lease_kills_the_task_and_publishes_nothing,

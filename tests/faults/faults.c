@@ -433,16 +433,17 @@ START_TEST(worker_paused_past_lease)
 }
 END_TEST
 
-/* 3. kill -9 the planner: right after node_start (recorded, not produced), right after
- * result_apply (ready nodes not started), and at random moments. */
+/* 3. kill -9 the planner: right after node_start (started, no instance written: the next
+ * planner resumes it), right after a batch of instances is written (recorded, not
+ * produced), right after result_apply (ready nodes not started), and at random moments. */
 START_TEST(planner_killed)
 {
-	const char *points[] = {"after_node_start", "after_result_apply", NULL};
+	const char *points[] = {"after_node_start", "after_ti_add", "after_result_apply", NULL};
 
 	start_worker();
 	start_worker();
 	for (int rep = 0; rep < reps(1); rep++) {
-		for (int k = 0; k < 3; k++) {
+		for (int k = 0; k < 4; k++) {
 			char at[64], after[64];
 			const char *env[] = {at, after, NULL};
 			char *run;
@@ -451,7 +452,7 @@ START_TEST(planner_killed)
 			snprintf(at, sizeof(at), "SLUICE_FAULT_CRASH_AT=%s",
 				 points[k] ? points[k] : "none");
 			snprintf(after, sizeof(after), "SLUICE_FAULT_CRASH_AFTER=%ld",
-				 k == 1 ? rnd(1, 6) : 1);
+				 k == 2 ? rnd(1, 6) : 1);
 			start_planner(env);
 			run = submit(5, "1000");
 			if (points[k]) {

@@ -2,6 +2,7 @@
 #include <check.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -401,6 +402,57 @@ START_TEST(test_kill_group_guards)
 }
 END_TEST
 
+static void on_usr1(int sig)
+{
+	(void)sig;
+}
+
+/* Whatever the caller ignores, handles or blocks, the task starts with every signal at its
+ * default and none blocked (SigIgn and SigBlk of /proc/self/status are 0). */
+START_TEST(test_task_signals_are_default)
+{
+	char *argv[] = {"grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status", NULL};
+	struct sigaction sa, old_usr1, old_rt;
+	void (*old_pipe)(int), (*old_hup)(int);
+	sigset_t block, old_mask;
+	struct sl_exec_result res;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_usr1;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, &old_usr1);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGRTMIN + 3, &sa, &old_rt);
+	old_pipe = signal(SIGPIPE, SIG_IGN);
+	old_hup = signal(SIGHUP, SIG_IGN);
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+
+	ck_assert_int_eq(run_argv(argv, &res), SL_OK);
+	ck_assert_int_eq(res.exit_code, 0);
+	ck_assert_msg(strstr(res.out, "SigBlk:\t0000000000000000") != NULL, "task mask: %s",
+		      res.out);
+	{
+		const char *ign = strstr(res.out, "SigIgn:\t");
+		unsigned long long mask = ign ? strtoull(ign + 8, NULL, 16) : ~0ULL;
+
+		/* glibc's spawn helper sets its own internal signals (32 and 33, used for thread
+		 * cancellation and setxid) to SIG_IGN, and exec keeps that; nothing else. */
+		mask &= ~((1ULL << (32 - 1)) | (1ULL << (33 - 1)));
+		ck_assert_msg(mask == 0, "task ignores: %s", res.out);
+	}
+	sl_exec_result_free(&res);
+
+	pthread_sigmask(SIG_SETMASK, &old_mask, NULL);
+	signal(SIGHUP, old_hup);
+	signal(SIGPIPE, old_pipe);
+	sigaction(SIGRTMIN + 3, &old_rt, NULL);
+	sigaction(SIGUSR1, &old_usr1, NULL);
+}
+END_TEST
+
 static Suite *exec_suite(void)
 {
 	Suite *s = suite_create("exec");
@@ -422,6 +474,7 @@ static Suite *exec_suite(void)
 	tcase_add_test(tc, test_argv_verbatim);
 	tcase_add_test(tc, test_concurrency);
 	tcase_add_test(tc, test_kill_group_guards);
+	tcase_add_test(tc, test_task_signals_are_default);
 	suite_add_tcase(s, tc);
 	return s;
 }

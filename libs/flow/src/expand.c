@@ -136,11 +136,9 @@ nomem:
 	return SL_ERR_NOMEM;
 }
 
-void sl_instances_free(struct sl_instance *inst, size_t n)
+void sl_instances_clear(struct sl_instance *inst, size_t n)
 {
-	if (!inst)
-		return;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; inst && i < n; i++) {
 		for (size_t a = 0; inst[i].argv && a < inst[i].argc; a++)
 			free(inst[i].argv[a]);
 		free(inst[i].argv);
@@ -149,6 +147,13 @@ void sl_instances_free(struct sl_instance *inst, size_t n)
 		free(inst[i].env);
 		free(inst[i].input);
 	}
+	if (inst)
+		memset(inst, 0, n * sizeof(*inst));
+}
+
+void sl_instances_free(struct sl_instance *inst, size_t n)
+{
+	sl_instances_clear(inst, n);
 	free(inst);
 }
 
@@ -192,45 +197,85 @@ static enum sl_err eval_map(const struct sl_flow_task *t, const struct sl_expand
 	return SL_OK;
 }
 
-enum sl_err sl_flow_expand(const struct sl_flow *flow, size_t task_index,
-			   const struct sl_expand_ctx *ctx, struct sl_instance **out, size_t *n,
-			   char *errstr, size_t errlen)
-{
+/* A task being expanded: its templates compiled and its map lists evaluated once, so that
+ * instances can be filled in any slice, in any order, as often as needed. */
+struct sl_expander {
 	const struct sl_flow_task *t;
-	struct sl_expand_ctx c;
-	struct compiled comp = {0};
-	json_t *lists[64] = {NULL};
-	json_t *vars = NULL;
-	struct sl_instance *inst = NULL;
-	size_t count = 1, done = 0;
+	struct sl_expand_ctx ctx; /* ctx's pointers are borrowed */
+	struct compiled comp;
+	json_t *lists[SL_FLOW_MAX_MAP_KEYS];
+	size_t count;
+};
+
+void sl_expander_free(struct sl_expander *x)
+{
+	if (!x)
+		return;
+	for (size_t k = 0; k < x->t->nmap && k < SL_FLOW_MAX_MAP_KEYS; k++)
+		json_decref(x->lists[k]);
+	compiled_free(&x->comp);
+	free(x);
+}
+
+enum sl_err sl_expander_new(const struct sl_flow *flow, size_t task_index,
+			    const struct sl_expand_ctx *ctx, struct sl_expander **out,
+			    size_t *count, char *errstr, size_t errlen)
+{
+	struct sl_expander *x = NULL;
 	enum sl_err rc;
 
 	*out = NULL;
-	*n = 0;
+	*count = 0;
 	if (!flow || !ctx || task_index >= flow->ntasks) {
 		snprintf(errstr, errlen, "no such task index %zu", task_index);
 		return SL_ERR_INVALID;
 	}
-	t = &flow->tasks[task_index];
-	if (t->nmap > sizeof(lists) / sizeof(lists[0])) {
-		snprintf(errstr, errlen, "task '%s': too many map keys", t->name);
+	if (flow->tasks[task_index].nmap > SL_FLOW_MAX_MAP_KEYS) {
+		snprintf(errstr, errlen, "task '%s': too many map keys",
+			 flow->tasks[task_index].name);
 		return SL_ERR_INVALID;
 	}
-	c = *ctx;
-	c.flowdef = flow;
-	if (!c.flow)
-		c.flow = flow->name;
-	if ((rc = compile_task(t, &comp, errstr, errlen)) != SL_OK)
-		goto out;
-	if (t->nmap && (rc = eval_map(t, &c, lists, &count, errstr, errlen)) != SL_OK)
-		goto out;
-	if (!(inst = calloc(count ? count : 1, sizeof(*inst)))) {
-		rc = SL_ERR_NOMEM;
+	if (!(x = calloc(1, sizeof(*x)))) {
 		snprintf(errstr, errlen, "out of memory");
-		goto out;
+		return SL_ERR_NOMEM;
 	}
-	for (; done < count; done++) {
-		inst[done].map_index = t->nmap ? (int)done : -1;
+	x->t = &flow->tasks[task_index];
+	x->ctx = *ctx;
+	x->ctx.flowdef = flow;
+	if (!x->ctx.flow)
+		x->ctx.flow = flow->name;
+	x->count = 1;
+	if ((rc = compile_task(x->t, &x->comp, errstr, errlen)) != SL_OK)
+		goto out;
+	if (x->t->nmap && (rc = eval_map(x->t, &x->ctx, x->lists, &x->count, errstr, errlen)) !=
+			      SL_OK)
+		goto out;
+	*out = x;
+	*count = x->count;
+	x = NULL;
+out:
+	sl_expander_free(x);
+	return rc;
+}
+
+enum sl_err sl_expander_fill(struct sl_expander *x, size_t from, size_t n,
+			     struct sl_instance *inst, char *errstr, size_t errlen)
+{
+	const struct sl_flow_task *t = x->t;
+	json_t *vars = NULL;
+	size_t done = 0;
+	enum sl_err rc = SL_OK;
+
+	memset(inst, 0, n * sizeof(*inst));
+	if (from > x->count || n > x->count - from) {
+		snprintf(errstr, errlen, "task '%s': instances %zu..%zu of %zu", t->name, from,
+			 from + n, x->count);
+		return SL_ERR_INVALID;
+	}
+	for (; done < n; done++) {
+		size_t i = from + done;
+
+		inst[done].map_index = t->nmap ? (int)i : -1;
 		if (t->nmap) {
 			if (!(vars = json_object())) {
 				rc = SL_ERR_NOMEM;
@@ -239,14 +284,14 @@ enum sl_err sl_flow_expand(const struct sl_flow *flow, size_t task_index,
 			}
 			for (size_t k = 0; k < t->nmap; k++) {
 				if (json_object_set(vars, t->map[k].name,
-						    json_array_get(lists[k], done)) < 0) {
+						    json_array_get(x->lists[k], i)) < 0) {
 					rc = SL_ERR_NOMEM;
 					snprintf(errstr, errlen, "out of memory");
 					goto out;
 				}
 			}
 		}
-		rc = fill_instance(t, &comp, &c, vars, &inst[done], errstr, errlen);
+		rc = fill_instance(t, &x->comp, &x->ctx, vars, &inst[done], errstr, errlen);
 		json_decref(vars);
 		vars = NULL;
 		if (rc != SL_OK) {
@@ -254,15 +299,38 @@ enum sl_err sl_flow_expand(const struct sl_flow *flow, size_t task_index,
 			goto out;
 		}
 	}
+out:
+	json_decref(vars);
+	if (rc != SL_OK)
+		sl_instances_clear(inst, done);
+	return rc;
+}
+
+enum sl_err sl_flow_expand(const struct sl_flow *flow, size_t task_index,
+			   const struct sl_expand_ctx *ctx, struct sl_instance **out, size_t *n,
+			   char *errstr, size_t errlen)
+{
+	struct sl_expander *x = NULL;
+	struct sl_instance *inst = NULL;
+	size_t count = 0;
+	enum sl_err rc;
+
+	*out = NULL;
+	*n = 0;
+	if ((rc = sl_expander_new(flow, task_index, ctx, &x, &count, errstr, errlen)) != SL_OK)
+		goto out;
+	if (!(inst = calloc(count ? count : 1, sizeof(*inst)))) {
+		rc = SL_ERR_NOMEM;
+		snprintf(errstr, errlen, "out of memory");
+		goto out;
+	}
+	if ((rc = sl_expander_fill(x, 0, count, inst, errstr, errlen)) != SL_OK)
+		goto out;
 	*out = inst;
 	*n = count;
 	inst = NULL;
-	rc = SL_OK;
 out:
-	json_decref(vars);
-	sl_instances_free(inst, done);
-	for (size_t k = 0; k < t->nmap && k < sizeof(lists) / sizeof(lists[0]); k++)
-		json_decref(lists[k]);
-	compiled_free(&comp);
+	free(inst); /* a failed fill left it empty */
+	sl_expander_free(x);
 	return rc;
 }

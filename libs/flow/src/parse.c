@@ -584,7 +584,7 @@ static int parse_template(struct pctx *pc, yaml_node_t *n, const char *what, int
 	if (!(s = scalar(pc, n, what)))
 		return -1;
 	if (!as_source)
-		for (size_t i = 0; i < t->nmap && i < 64; i++)
+		for (size_t i = 0; i < t->nmap && i < SL_FLOW_MAX_MAP_KEYS; i++)
 			vars[scope.nvars++] = t->map[i].name;
 	if (!(tm = sl_tmpl_compile(s, as_source, why, sizeof(why))))
 		return perr(pc, n, "task '%s' %s: %s", t->name, what, why);
@@ -726,8 +726,9 @@ static int parse_map(struct pctx *pc, struct sl_flow_task *t, yaml_node_t *n)
 	count = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
 	if (!count)
 		return perr(pc, n, "task '%s': map needs at least one key", t->name);
-	if (count > 64)
-		return perr(pc, n, "task '%s': map has more than 64 keys", t->name);
+	if (count > SL_FLOW_MAX_MAP_KEYS)
+		return perr(pc, n, "task '%s': map has more than %d keys", t->name,
+			    SL_FLOW_MAX_MAP_KEYS);
 	if (!(t->map = calloc(count, sizeof(*t->map))))
 		return perr(pc, n, "out of memory");
 	for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top;

@@ -109,6 +109,48 @@ START_TEST(diamond_inc_dec)
 }
 END_TEST
 
+/* The expander fills any slice exactly as the whole expansion does, and refuses a slice
+ * past the end. */
+START_TEST(expander_slices_match_the_whole)
+{
+	struct fixture fx;
+	struct sl_instance *all, part[7];
+	struct sl_expander *x = NULL;
+	size_t n, count = 0;
+	char err[512] = "";
+	ssize_t idx;
+
+	fixture_init(&fx, load_diamond(), "{\"n\": 30}", NULL);
+	all = expand_ok(&fx, "inc", &n);
+	ck_assert_uint_eq(n, 30);
+	idx = sl_flow_task_index(fx.flow, "inc");
+	ck_assert_msg(sl_expander_new(fx.flow, (size_t)idx, &fx.ctx, &x, &count, err,
+				      sizeof(err)) == SL_OK,
+		      "%s", err);
+	ck_assert_uint_eq(count, 30);
+	for (size_t from = 0; from < 30; from += 7) {
+		size_t k = 30 - from < 7 ? 30 - from : 7;
+
+		ck_assert_msg(sl_expander_fill(x, from, k, part, err, sizeof(err)) == SL_OK, "%s",
+			      err);
+		for (size_t i = 0; i < k; i++) {
+			ck_assert_int_eq(part[i].map_index, all[from + i].map_index);
+			ck_assert_uint_eq(part[i].argc, all[from + i].argc);
+			for (size_t a = 0; a < part[i].argc; a++)
+				ck_assert_str_eq(part[i].argv[a], all[from + i].argv[a]);
+			ck_assert_str_eq(part[i].input ? part[i].input : "(none)",
+					 all[from + i].input ? all[from + i].input : "(none)");
+		}
+		sl_instances_clear(part, k);
+	}
+	ck_assert(sl_expander_fill(x, 28, 3, part, err, sizeof(err)) != SL_OK);
+	ck_assert_msg(strstr(err, "28..31 of 30"), "%s", err);
+	sl_expander_free(x);
+	sl_instances_free(all, n);
+	fixture_free(&fx);
+}
+END_TEST
+
 START_TEST(diamond_zip_and_reduce)
 {
 	struct fixture fx;
@@ -383,6 +425,7 @@ static Suite *expand_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, diamond_inc_dec);
 	tcase_add_test(tc, diamond_zip_and_reduce);
+	tcase_add_test(tc, expander_slices_match_the_whole);
 	tcase_add_test(tc, mismatched_lengths);
 	tcase_add_test(tc, empty_lists);
 	tcase_add_test(tc, unmapped_single_instance);

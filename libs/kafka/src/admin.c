@@ -4,6 +4,7 @@
 
 #include "sluice/kafka.h"
 #include "sluice/log.h"
+#include "sluice/util.h"
 
 static rd_kafka_t *client_new(rd_kafka_type_t type, const char *brokers, const char *group,
 			      char *errstr, size_t errlen)
@@ -102,8 +103,17 @@ out:
 	return err;
 }
 
+/* sl_kafka_end_offsets() reuses the partitions it found this long before asking again. */
+#define END_PARTS_MS 5000
+
 struct sl_kafka_lag_probe {
 	rd_kafka_t *rk; /* a consumer handle carrying group.id that never subscribes */
+	/* The partitions of the topics sl_kafka_end_offsets() was last asked about (ends_key:
+	 * a hash of their names), so that polling it costs one ListOffsets, not also a metadata
+	 * request per topic. NULL: none yet, or dropped after an error. */
+	rd_kafka_topic_partition_list_t *ends;
+	uint64_t ends_key;
+	int64_t ends_mono;
 };
 
 struct sl_kafka_lag_probe *sl_kafka_lag_probe_new(const char *brokers, const char *group,
@@ -165,6 +175,160 @@ void sl_kafka_lag_probe_destroy(struct sl_kafka_lag_probe *probe)
 {
 	if (!probe)
 		return;
+	if (probe->ends)
+		rd_kafka_topic_partition_list_destroy(probe->ends);
 	rd_kafka_destroy(probe->rk);
 	free(probe);
+}
+
+/* Adds every partition of the existing topics among topics to parts, with offset; *found counts
+ * the topics that exist. */
+static enum sl_err add_partitions(rd_kafka_t *rk, const char *const *topics, size_t n,
+				  int64_t offset, rd_kafka_topic_partition_list_t *parts,
+				  size_t *found, int timeout_ms)
+{
+	*found = 0;
+	for (size_t t = 0; t < n; t++) {
+		const struct rd_kafka_metadata *md = NULL;
+		rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topics[t], NULL);
+		rd_kafka_resp_err_t e =
+			rkt ? rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms) : RD_KAFKA_RESP_ERR__FAIL;
+
+		if (e == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 && !md->topics[0].err) {
+			(*found)++;
+			for (int i = 0; i < md->topics[0].partition_cnt; i++)
+				rd_kafka_topic_partition_list_add(parts, topics[t],
+								  md->topics[0].partitions[i].id)
+					->offset = offset;
+		}
+		if (md)
+			rd_kafka_metadata_destroy(md);
+		if (rkt)
+			rd_kafka_topic_destroy(rkt);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+			return SL_ERR_KAFKA;
+	}
+	return SL_OK;
+}
+
+/* Asks the brokers for the offsets at the logical positions in parts (RD_KAFKA_OFFSET_END or
+ * _BEGINNING: ListOffsets takes them as the special timestamps "latest" and "earliest"). */
+static enum sl_err list_offsets(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+				int timeout_ms)
+{
+	if (parts->cnt && rd_kafka_offsets_for_times(rk, parts, timeout_ms))
+		return SL_ERR_KAFKA;
+	for (int i = 0; i < parts->cnt; i++)
+		if (parts->elems[i].err || parts->elems[i].offset < 0)
+			return SL_ERR_KAFKA;
+	return SL_OK;
+}
+
+/* FNV-1a over the names, each with its terminating NUL. */
+static uint64_t names_key(const char *const *names, size_t n)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *c = names[i];
+		do {
+			h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+		} while (*c++);
+	}
+	return h;
+}
+
+enum sl_err sl_kafka_end_offsets(struct sl_kafka_lag_probe *probe, const char *const *topics,
+				 size_t n, int64_t *sum, int timeout_ms)
+{
+	rd_kafka_topic_partition_list_t *parts = NULL;
+	uint64_t key = names_key(topics, n);
+	int64_t now = sl_mono_ms();
+	enum sl_err err;
+	int64_t total = 0;
+	size_t found;
+
+	if (!probe->ends || probe->ends_key != key || now - probe->ends_mono >= END_PARTS_MS) {
+		parts = rd_kafka_topic_partition_list_new(32);
+		if ((err = add_partitions(probe->rk, topics, n, RD_KAFKA_OFFSET_END, parts, &found,
+					  timeout_ms)) != SL_OK)
+			goto out;
+		if (probe->ends)
+			rd_kafka_topic_partition_list_destroy(probe->ends);
+		probe->ends = parts;
+		probe->ends_key = key;
+		probe->ends_mono = now;
+	}
+	parts = rd_kafka_topic_partition_list_copy(probe->ends); /* asking fills in offsets */
+	if ((err = list_offsets(probe->rk, parts, timeout_ms)) != SL_OK) {
+		/* a leader moved, a topic went: ask for the partitions again next time */
+		rd_kafka_topic_partition_list_destroy(probe->ends);
+		probe->ends = NULL;
+		goto out;
+	}
+	for (int i = 0; i < parts->cnt; i++)
+		total += parts->elems[i].offset;
+	*sum = total;
+out:
+	if (parts && parts != probe->ends)
+		rd_kafka_topic_partition_list_destroy(parts);
+	return err;
+}
+
+enum sl_err sl_kafka_lag_topics(struct sl_kafka_lag_probe *probe, const char *const *topics,
+				size_t n, int64_t *lag, int timeout_ms)
+{
+	rd_kafka_topic_partition_list_t *ends = rd_kafka_topic_partition_list_new(32);
+	rd_kafka_topic_partition_list_t *committed = NULL, *starts = NULL;
+	enum sl_err err;
+	int64_t total = 0;
+	size_t found;
+
+	if ((err = add_partitions(probe->rk, topics, n, RD_KAFKA_OFFSET_END, ends, &found,
+				  timeout_ms)) != SL_OK)
+		goto out;
+	if (!found) {
+		err = SL_ERR_NOT_FOUND;
+		goto out;
+	}
+	err = SL_ERR_KAFKA;
+	committed = rd_kafka_topic_partition_list_copy(ends);
+	if (rd_kafka_committed(probe->rk, committed, timeout_ms))
+		goto out;
+	/* A partition without a commit counts from its low watermark. */
+	starts = rd_kafka_topic_partition_list_new(committed->cnt);
+	for (int i = 0; i < committed->cnt; i++) {
+		if (committed->elems[i].err)
+			goto out;
+		if (committed->elems[i].offset < 0)
+			rd_kafka_topic_partition_list_add(starts, committed->elems[i].topic,
+							  committed->elems[i].partition)
+				->offset = RD_KAFKA_OFFSET_BEGINNING;
+	}
+	if ((err = list_offsets(probe->rk, ends, timeout_ms)) != SL_OK ||
+	    (err = list_offsets(probe->rk, starts, timeout_ms)) != SL_OK)
+		goto out;
+	for (int i = 0; i < ends->cnt; i++) {
+		const rd_kafka_topic_partition_t *e = &ends->elems[i];
+		const rd_kafka_topic_partition_t *c =
+			rd_kafka_topic_partition_list_find(committed, e->topic, e->partition);
+		const rd_kafka_topic_partition_t *s =
+			rd_kafka_topic_partition_list_find(starts, e->topic, e->partition);
+		int64_t from = s ? s->offset : c ? c->offset : -1;
+
+		if (from < 0) {
+			err = SL_ERR_KAFKA;
+			goto out;
+		}
+		if (e->offset > from)
+			total += e->offset - from;
+	}
+	*lag = total;
+out:
+	rd_kafka_topic_partition_list_destroy(ends);
+	if (committed)
+		rd_kafka_topic_partition_list_destroy(committed);
+	if (starts)
+		rd_kafka_topic_partition_list_destroy(starts);
+	return err;
 }

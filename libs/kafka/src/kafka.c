@@ -176,6 +176,21 @@ rd_kafka_t *sl_kafka_producer_handle(struct sl_kafka_producer *p)
 	return p->rk;
 }
 
+void sl_kafka_producer_warm(struct sl_kafka_producer *p, const char *const *topics, size_t n,
+			    int timeout_ms)
+{
+	for (size_t i = 0; i < n; i++) {
+		rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topics[i], NULL);
+		const struct rd_kafka_metadata *md = NULL;
+
+		if (!t)
+			continue;
+		if (rd_kafka_metadata(p->rk, 0, t, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR)
+			rd_kafka_metadata_destroy(md);
+		rd_kafka_topic_destroy(t);
+	}
+}
+
 void sl_kafka_producer_destroy(struct sl_kafka_producer *p)
 {
 	if (!p)
@@ -224,6 +239,14 @@ struct sl_kafka_consumer *sl_kafka_consumer_new(const char *brokers, const char 
 						const char *const *topics, size_t ntopics,
 						char *errstr, size_t errlen)
 {
+	return sl_kafka_consumer_new_props(brokers, group, topics, ntopics, NULL, errstr, errlen);
+}
+
+struct sl_kafka_consumer *sl_kafka_consumer_new_props(const char *brokers, const char *group,
+						      const char *const *topics, size_t ntopics,
+						      const char *const *props, char *errstr,
+						      size_t errlen)
+{
 	struct sl_kafka_consumer *c = calloc(1, sizeof(*c));
 	rd_kafka_conf_t *conf = NULL;
 	rd_kafka_topic_partition_list_t *subs = NULL;
@@ -248,6 +271,9 @@ struct sl_kafka_consumer *sl_kafka_consumer_new(const char *brokers, const char 
 	    rd_kafka_conf_set(conf, "topic.metadata.refresh.interval.ms", "5000", errstr, errlen) ||
 	    rd_kafka_conf_set(conf, "fetch.message.max.bytes", "2097152", errstr, errlen))
 		goto fail;
+	for (size_t p = 0; props && props[p] && props[p + 1]; p += 2)
+		if (rd_kafka_conf_set(conf, props[p], props[p + 1], errstr, errlen))
+			goto fail;
 	if (sl_kafka_conf_from_env(conf, errstr, errlen) != SL_OK)
 		goto fail;
 	rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);

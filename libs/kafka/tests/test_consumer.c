@@ -1,5 +1,5 @@
 /* test_consumer.c - the consumer against the session's real Kafka (SLUICE_KAFKA_BROKERS):
- * closing a member at any point of its first group join exits cleanly. */
+ * closing a member at any point of its first group join exits cleanly; the lag probes agree. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +68,65 @@ START_TEST(close_after_assignment_is_quick)
 }
 END_TEST
 
+/* sl_kafka_lag_topics() (a few batched requests) counts what sl_kafka_lag() (two requests per
+ * partition) counts, summed over topics, missing topics counting 0; sl_kafka_end_offsets() moves
+ * with what is produced, not with what is committed. */
+START_TEST(batched_lag_matches_lag)
+{
+	char topic[96], missing[96], group[96], err[512];
+	const char *both[2], *none[1];
+	struct sl_kafka_producer *p;
+	struct sl_kafka_consumer *c;
+	struct sl_kafka_lag_probe *probe;
+	int64_t lag = -1, one = -1, end = -1, until;
+	int done = 0;
+
+	snprintf(topic, sizeof(topic), "sluice.test.lag-%d", (int)getpid());
+	snprintf(missing, sizeof(missing), "sluice.test.missing-%d", (int)getpid());
+	snprintf(group, sizeof(group), "sluice-test-lag-%d", (int)getpid());
+	both[0] = topic;
+	both[1] = none[0] = missing;
+	ck_assert_int_eq(sl_kafka_topics_ensure(brokers, both, 1, 2, err, sizeof(err)), SL_OK);
+	ck_assert_ptr_nonnull(probe = sl_kafka_lag_probe_new(brokers, group, err, sizeof(err)));
+	ck_assert_int_eq(sl_kafka_lag_topics(probe, none, 1, &lag, 10000), SL_ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(p = sl_kafka_producer_new(brokers, 0, NULL, NULL, err, sizeof(err)));
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(sl_kafka_produce(p, topic, NULL, 0, "x", 1, NULL), SL_OK);
+	ck_assert_int_eq(sl_kafka_producer_flush(p, 10000), SL_OK);
+	sl_kafka_producer_destroy(p);
+
+	ck_assert_int_eq(sl_kafka_lag_topics(probe, both, 2, &lag, 10000), SL_OK);
+	ck_assert_int_eq(sl_kafka_lag(probe, topic, &one, 10000), SL_OK);
+	ck_assert_int_eq(lag, 5);
+	ck_assert_int_eq(one, 5);
+	ck_assert_int_eq(sl_kafka_end_offsets(probe, both, 2, &end, 10000), SL_OK);
+	ck_assert_int_eq(end, 5);
+
+	/* Two messages done and committed: the lag drops by two, the end offsets stay. */
+	ck_assert_ptr_nonnull(c = sl_kafka_consumer_new(brokers, group, both, 1, err, sizeof(err)));
+	until = sl_mono_ms() + 30000;
+	while (done < 2 && sl_mono_ms() < until) {
+		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 100);
+
+		if (m) {
+			sl_kafka_consumer_done(c, m);
+			rd_kafka_message_destroy(m);
+			done++;
+		}
+	}
+	ck_assert_int_eq(done, 2);
+	ck_assert_int_eq(sl_kafka_consumer_commit(c), SL_OK);
+	ck_assert_int_eq(sl_kafka_lag_topics(probe, both, 2, &lag, 10000), SL_OK);
+	ck_assert_int_eq(sl_kafka_lag(probe, topic, &one, 10000), SL_OK);
+	ck_assert_int_eq(lag, 3);
+	ck_assert_int_eq(one, 3);
+	ck_assert_int_eq(sl_kafka_end_offsets(probe, both, 2, &end, 10000), SL_OK);
+	ck_assert_int_eq(end, 5);
+	sl_kafka_consumer_destroy(c);
+	sl_kafka_lag_probe_destroy(probe);
+}
+END_TEST
+
 int main(void)
 {
 	const char *topics[] = {TOPIC};
@@ -88,6 +147,7 @@ int main(void)
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, close_during_first_join_does_not_abort);
 	tcase_add_test(tc, close_after_assignment_is_quick);
+	tcase_add_test(tc, batched_lag_matches_lag);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

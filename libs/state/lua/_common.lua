@@ -1,5 +1,47 @@
 -- _common: helpers prepended to the planner's transition scripts.
 
+-- Where the TaskDispatch bytes of an instance live: one hash per node,
+-- sluice:{R}:disp:<task> (map index -> bytes), never the instance hash, whose values stay
+-- within hash-max-listpack-value (64 bytes) so that it stays a listpack (a third of the memory
+-- of a hashtable, which a hash never turns back from). Returns that key, the map index and
+-- the run's key prefix "sluice:{R}:" (nil when ti_key is not an instance key).
+local function disp_of(ti_key)
+  local base, task, idx = string.match(ti_key, '^(sluice:{.-}:)ti:(.+):(-?%d+)$')
+  if not base then return nil end
+  return base .. 'disp:' .. task, idx, base
+end
+
+-- The stored dispatch of an instance, or nil. Instances written before the bytes moved out
+-- (a planner upgraded mid-run) still hold them in their `dispatch` field.
+local function dispatch_get(ti_key)
+  local key, idx = disp_of(ti_key)
+  local d = key and redis.call('HGET', key, idx)
+  if d then return d end
+  return redis.call('HGET', ti_key, 'dispatch') or nil
+end
+
+-- An instance ended for good: nothing re-sends it any more, so its dispatch bytes and its
+-- entry in the reaper's index go.
+local function instance_forget(ti_key)
+  local key, idx = disp_of(ti_key)
+  if key then redis.call('HDEL', key, idx) end
+  redis.call('ZREM', 'sluice:active', ti_key)
+end
+
+-- A run ended (any way): drops what only in-flight work needed, so that a finished run
+-- keeps its run, node and instance hashes and nothing else: the dispatch hashes of every
+-- task (normally emptied instance by instance already), nodes left in the reaper's pending
+-- index (a cancelled run's) and the set of its leases (the leases themselves lapse, or go
+-- with their result).
+local function run_forget(run_key)
+  local base = string.sub(run_key, 1, -4)
+  for task in string.gmatch(redis.call('HGET', run_key, 'tasks') or '', '[^,]+') do
+    redis.call('UNLINK', base .. 'disp:' .. task)
+    redis.call('ZREM', 'sluice:pending', base .. 'node:' .. task)
+  end
+  redis.call('DEL', base .. 'leases')
+end
+
 -- Ends a node in state (SUCCEEDED, FAILED, SKIPPED or UPSTREAM_FAILED): tells each downstream
 -- node how it ended (up_failed / up_skipped, read by its trigger rule), counts down their
 -- pending upstreams and ends the run when it was the last node: FAILED when any node FAILED,
@@ -30,6 +72,7 @@ local function node_ended(run_key, node_prefix, task, state, now)
       run_state = 'FAILED'
     end
     redis.call('HSET', run_key, 'state', run_state, 'ended_ms', now)
+    run_forget(run_key)
     ready = {}
   end
   return ready, run_state
@@ -55,14 +98,38 @@ local function instance_ended(run_key, node_key, node_prefix, task, now, run_sta
 end
 
 -- Creates task instances (pairs of map index and dispatch bytes from ARGV[first]) unless
--- they exist already.
+-- they exist already; the bytes go to the node's dispatch hash (see disp_of).
 local function create_instances(ti_prefix, max_attempts, now, first)
+  local disp = disp_of(ti_prefix .. '0')
+  local created = {}
+  local pairs_ = {} -- dispatch fields, written 256 at a time
   for i = first, #ARGV, 2 do
     local key = ti_prefix .. ARGV[i]
     if redis.call('EXISTS', key) == 0 then
       redis.call('HSET', key, 'state', 'DISPATCHED', 'attempt', 1,
-                 'max_attempts', max_attempts, 'dispatch', ARGV[i + 1], 'queued_ms', now)
+                 'max_attempts', max_attempts, 'queued_ms', now)
       redis.call('ZADD', 'sluice:active', now, key) -- watched by the reaper until it ends
+      created[#created + 1] = ARGV[i]
+      pairs_[#pairs_ + 1] = ARGV[i]
+      pairs_[#pairs_ + 1] = ARGV[i + 1]
+      if #pairs_ >= 512 then
+        redis.call('HSET', disp, unpack(pairs_))
+        pairs_ = {}
+      end
     end
+  end
+  if #pairs_ > 0 then redis.call('HSET', disp, unpack(pairs_)) end
+  return created
+end
+
+-- Counts instances written to node_key; while fewer than its total are written the node
+-- stays in the reaper's pending index (refreshed at each batch), so that a planner dying
+-- half-way through a big fan-out leaves a node that another planner resumes.
+local function node_written(node_key, n, now)
+  local written = redis.call('HINCRBY', node_key, 'written', n)
+  if written >= tonumber(redis.call('HGET', node_key, 'total') or '0') then
+    redis.call('ZREM', 'sluice:pending', node_key)
+  else
+    redis.call('ZADD', 'sluice:pending', now, node_key)
   end
 end

@@ -2,16 +2,24 @@
 -- KEYS: 1 run hash, 2 node hash
 -- ARGV: 1 task, 2 total instances, 3 now ms, 4 node key prefix, 5 instance key prefix
 --       ("sluice:{R}:ti:<task>:"), 6 max attempts, then pairs: map index, dispatch bytes
--- Returns {'started'} | {'finished', run state, ready...} (zero instances) | {'stale'}
--- (already started) | {'ended', run state}.
+--       (some or none of the instances: ti_add writes the others, batch by batch)
+-- Returns {'started'} | {'finished', run state, ready...}
+-- (zero instances) | {'resume'} (started, but fewer instances than its total written yet:
+-- write them with ti_add) | {'stale'} (already started) | {'ended', run state}.
 local run_state = redis.call('HGET', KEYS[1], 'state')
 if run_state ~= 'RUNNING' then return {'ended', run_state or 'MISSING'} end
+local node = redis.call('HMGET', KEYS[2], 'state', 'written', 'total')
+if node[1] == 'ACTIVE' and node[2] and tonumber(node[2]) < tonumber(node[3]) then
+  redis.call('ZADD', 'sluice:pending', ARGV[3], KEYS[2])
+  return {'resume'}
+end
 redis.call('ZREM', 'sluice:pending', KEYS[2])
-if redis.call('HGET', KEYS[2], 'state') ~= 'WAITING' then return {'stale'} end
+if node[1] ~= 'WAITING' then return {'stale'} end
 local total = tonumber(ARGV[2])
-redis.call('HSET', KEYS[2], 'state', 'ACTIVE', 'total', total, 'done', 0)
+redis.call('HSET', KEYS[2], 'state', 'ACTIVE', 'total', total, 'done', 0, 'written', 0)
 redis.call('HINCRBY', KEYS[1], 'tasks_total', total)
-create_instances(ARGV[5], ARGV[6], ARGV[3], 7)
+local created = create_instances(ARGV[5], ARGV[6], ARGV[3], 7)
+node_written(KEYS[2], #created, ARGV[3])
 if total == 0 then
   local ready, state = node_finished(KEYS[1], ARGV[4], ARGV[1], ARGV[3])
   return {'finished', state, unpack(ready)}

@@ -66,16 +66,19 @@ for _, m in ipairs(due) do
       -- downstream nodes that became ready are started through sluice:pending)
       redis.call('HSET', m, 'state', 'FAILED', 'error', err, 'finished_ms', now)
       redis.call('HDEL', m, 'lost_ms')
+      redis.call('SREM', 'sluice:{' .. run .. '}:leases', lease_key) -- lapsed, never released
+      instance_forget(m)
       redis.call('HINCRBY', run_key, 'tasks_failed', 1)
       redis.call('HINCRBY', node_prefix .. task, 'failed', 1)
       redis.call('HSETNX', run_key, 'error', err)
       instance_ended(run_key, node_prefix .. task, node_prefix, task, now, 'RUNNING')
-      redis.call('ZREM', KEYS[1], m)
       out[#out + 1] = run .. '|' .. task .. '|' .. idx .. '|' .. attempt .. '|lost_too_often'
       out[#out + 1] = ''
     elseif reason then
-      local dispatch = redis.call('HGET', m, 'dispatch')
+      local dispatch = dispatch_get(m)
       if dispatch then
+        -- the lapsed lease leaves the run's lease set; the new attempt's lease_acquire adds it
+        redis.call('SREM', 'sluice:{' .. run .. '}:leases', lease_key)
         -- A lost execution does not use up a retry: max_attempts moves with the attempt.
         redis.call('HSET', m, 'state', 'DISPATCHED', 'attempt', attempt + 1,
                    'max_attempts', tonumber(ti[7] or '1') + 1, 'queued_ms', now)

@@ -39,6 +39,7 @@ if ARGV[2] == 'SUCCEEDED' then
   redis.call('HSET', KEYS[3], 'state', 'SUCCEEDED', 'output', ARGV[3], 'worker', ARGV[6],
              'started_ms', ARGV[7], 'finished_ms', ARGV[8], 'exit_code', ARGV[5])
   redis.call('HDEL', KEYS[3], 'dispatch', 'error')
+  instance_forget(KEYS[3])
   redis.call('HINCRBY', KEYS[1], 'tasks_done', 1)
   if run_state ~= 'RUNNING' then return {'applied', run_state} end
   redis.call('HINCRBY', KEYS[2], 'done', 1)
@@ -59,6 +60,7 @@ end
 local final = 'FAILED'
 if ARGV[2] == 'TIMED_OUT' or ARGV[2] == 'CANCELLED' then final = ARGV[2] end
 redis.call('HSET', KEYS[3], 'state', final)
+instance_forget(KEYS[3])
 redis.call('HINCRBY', KEYS[1], 'tasks_failed', 1)
 if run_state ~= 'RUNNING' then return {'applied', run_state} end
 redis.call('HINCRBY', KEYS[2], 'failed', 1)

@@ -15,6 +15,7 @@ local open = {RUNNING = true, DISPATCHED = true, RETRY_WAIT = true, WAITING_SLOT
 local function cancel(ti)
   if open[redis.call('HGET', ti, 'state') or ''] then
     redis.call('HSET', ti, 'state', 'CANCELLED', 'finished_ms', ARGV[1], 'error', ARGV[2])
+    redis.call('ZREM', 'sluice:active', ti)
   end
 end
 for task in string.gmatch(redis.call('HGET', KEYS[1], 'tasks') or '', '[^,]+') do
@@ -28,4 +29,5 @@ for task in string.gmatch(redis.call('HGET', KEYS[1], 'tasks') or '', '[^,]+') d
     end
   end
 end
+run_forget(KEYS[1])
 return 1

@@ -8,13 +8,17 @@ for _, m in ipairs(due) do
   local run, task, idx, attempt = string.match(m, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
   if run then
     local ti = 'sluice:{' .. run .. '}:ti:' .. task .. ':' .. idx
-    local st = redis.call('HMGET', ti, 'state', 'attempt', 'dispatch')
+    local st = redis.call('HMGET', ti, 'state', 'attempt')
+    local dispatch = nil
     if redis.call('HGET', 'sluice:{' .. run .. '}:run', 'state') == 'RUNNING'
-       and st[1] == 'RETRY_WAIT' and st[2] == attempt and st[3] then
+       and st[1] == 'RETRY_WAIT' and st[2] == attempt then
+      dispatch = dispatch_get(ti)
+    end
+    if dispatch then
       redis.call('HSET', ti, 'state', 'DISPATCHED', 'queued_ms', ARGV[1])
       redis.call('ZADD', 'sluice:active', ARGV[1], ti) -- re-sent by the reaper if lost
       out[#out + 1] = m
-      out[#out + 1] = st[3]
+      out[#out + 1] = dispatch
     end
   end
 end

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/log.h"
 #include "sluice/util.h"
 #include "state_int.h"
 
@@ -19,21 +20,17 @@ struct tagset {
 	int n;
 };
 
-/* Reads and parses the task's "tag=limit,..." entry; none is an empty set. */
-static enum sl_err tags_load(struct sl_state *st, const char *run, const char *task,
-			     struct tagset *ts)
+/* Parses a "tag=limit,..." spec (an HGET reply of the limits hash; NULL or nil = none)
+ * into ts, as tags_load() does. */
+static void tags_parse(const redisReply *r, struct tagset *ts)
 {
-	redisReply *r = sl_state_command(st, "HGET sluice:{%s}:limits %s", run, task);
 	char *save = NULL;
 
 	ts->n = 0;
-	if (!r)
-		return SL_ERR_REDIS;
-	if (r->type == REDIS_REPLY_STRING)
+	if (r && r->type == REDIS_REPLY_STRING)
 		sl_strlcpy(ts->spec, r->str, sizeof(ts->spec));
 	else
 		ts->spec[0] = '\0';
-	freeReplyObject(r);
 	for (char *e = strtok_r(ts->spec, ",", &save); e && ts->n < SL_STATE_MAX_TAGS;
 	     e = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(e, '=');
@@ -46,6 +43,19 @@ static enum sl_err tags_load(struct sl_state *st, const char *run, const char *t
 		snprintf(ts->wait[ts->n], STATE_KEY_MAX, "sluice:semwait:%s", e);
 		ts->n++;
 	}
+}
+
+/* Reads and parses the task's "tag=limit,..." entry; none is an empty set. */
+static enum sl_err tags_load(struct sl_state *st, const char *run, const char *task,
+			     struct tagset *ts)
+{
+	redisReply *r = sl_state_command(st, "HGET sluice:{%s}:limits %s", run, task);
+
+	ts->n = 0;
+	if (!r)
+		return SL_ERR_REDIS;
+	tags_parse(r, ts);
+	freeReplyObject(r);
 	return SL_OK;
 }
 
@@ -55,67 +65,233 @@ static void slot_holder(char *buf, size_t cap, const char *run, const char *task
 	snprintf(buf, cap, "%s|%s|%d|%u", run, task, idx, attempt);
 }
 
+/* The keys and arguments of one lease_acquire call. ts must outlive the arguments (they
+ * point into it), as must run, task and worker. */
+struct acquire_args {
+	char run_key[STATE_KEY_MAX], ti_key[STATE_KEY_MAX], lease_key[STATE_KEY_MAX],
+		set_key[STATE_KEY_MAX], member[STATE_KEY_MAX];
+	char att[16], ttl[24], now[24], ntags[8], nkeys_s[16];
+	/* argv[0..3) is room for "EVALSHA sha nkeys" (the pipelined call); the script's keys
+	 * and arguments (argc of them, nkeys keys first) start at argv[3]: 4 + 2n + 1 keys and
+	 * 6 + 2n arguments for n tags. */
+	const char *argv[3 + 11 + 4 * SL_STATE_MAX_TAGS];
+	int nkeys, argc;
+};
+
+static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, const char *run,
+			      const char *task, int idx, unsigned attempt, const char *worker,
+			      long ttl_ms)
+{
+	state_key(a->run_key, sizeof(a->run_key), run, "run");
+	state_key(a->ti_key, sizeof(a->ti_key), run, "ti:%s:%d", task, idx);
+	state_key(a->lease_key, sizeof(a->lease_key), run, "lease:%s:%d", task, idx);
+	state_key(a->set_key, sizeof(a->set_key), run, "leases");
+	slot_holder(a->member, sizeof(a->member), run, task, idx, attempt);
+	snprintf(a->att, sizeof(a->att), "%u", attempt);
+	snprintf(a->ttl, sizeof(a->ttl), "%ld", ttl_ms);
+	snprintf(a->now, sizeof(a->now), "%lld", (long long)sl_now_ms());
+	snprintf(a->ntags, sizeof(a->ntags), "%d", ts->n);
+	a->argc = 3;
+	a->argv[a->argc++] = a->run_key;
+	a->argv[a->argc++] = a->ti_key;
+	a->argv[a->argc++] = a->lease_key;
+	a->argv[a->argc++] = a->set_key;
+	for (int i = 0; i < ts->n; i++)
+		a->argv[a->argc++] = ts->sem[i];
+	for (int i = 0; i < ts->n; i++)
+		a->argv[a->argc++] = ts->wait[i];
+	if (ts->n)
+		a->argv[a->argc++] = "sluice:semtags";
+	a->nkeys = a->argc - 3;
+	a->argv[a->argc++] = a->att;
+	a->argv[a->argc++] = worker;
+	a->argv[a->argc++] = a->ttl;
+	a->argv[a->argc++] = a->now;
+	a->argv[a->argc++] = a->ntags;
+	a->argv[a->argc++] = a->member;
+	for (int i = 0; i < ts->n; i++)
+		a->argv[a->argc++] = ts->limit[i];
+	for (int i = 0; i < ts->n; i++)
+		a->argv[a->argc++] = ts->tag[i];
+	a->argc -= 3;
+	snprintf(a->nkeys_s, sizeof(a->nkeys_s), "%d", a->nkeys);
+}
+
+/* The lease_acquire reply as a status: ok, busy/full, anything else stale. */
+static enum sl_err acquire_reply(const redisReply *r)
+{
+	if (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
+		return SL_ERR_REDIS;
+	if (!strcmp(r->str, "ok"))
+		return SL_OK;
+	if (!strcmp(r->str, "busy") || !strcmp(r->str, "full"))
+		return SL_ERR_BUSY;
+	return SL_ERR_STALE;
+}
+
 enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const char *task,
 				   int idx, unsigned attempt, const char *worker, long ttl_ms)
 {
-	char run_key[STATE_KEY_MAX], ti_key[STATE_KEY_MAX], lease_key[STATE_KEY_MAX],
-		set_key[STATE_KEY_MAX], member[STATE_KEY_MAX];
-	char att[16], ttl[24], now[24], ntags[8];
-	const char *argv[8 + 4 * SL_STATE_MAX_TAGS];
+	struct acquire_args *a = NULL;
 	struct tagset *ts = NULL;
 	redisReply *r = NULL;
-	int nkeys, argc;
 	enum sl_err err;
 
-	if (!(ts = calloc(1, sizeof(*ts))))
-		return SL_ERR_NOMEM;
+	if (!(ts = calloc(1, sizeof(*ts))) || !(a = calloc(1, sizeof(*a)))) {
+		err = SL_ERR_NOMEM;
+		goto out;
+	}
 	if ((err = tags_load(st, run, task, ts)) != SL_OK)
 		goto out;
-	state_key(run_key, sizeof(run_key), run, "run");
-	state_key(ti_key, sizeof(ti_key), run, "ti:%s:%d", task, idx);
-	state_key(lease_key, sizeof(lease_key), run, "lease:%s:%d", task, idx);
-	state_key(set_key, sizeof(set_key), run, "leases");
-	slot_holder(member, sizeof(member), run, task, idx, attempt);
-	snprintf(att, sizeof(att), "%u", attempt);
-	snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
-	snprintf(now, sizeof(now), "%lld", (long long)sl_now_ms());
-	snprintf(ntags, sizeof(ntags), "%d", ts->n);
-	argc = 0;
-	argv[argc++] = run_key;
-	argv[argc++] = ti_key;
-	argv[argc++] = lease_key;
-	argv[argc++] = set_key;
-	for (int i = 0; i < ts->n; i++)
-		argv[argc++] = ts->sem[i];
-	for (int i = 0; i < ts->n; i++)
-		argv[argc++] = ts->wait[i];
-	if (ts->n)
-		argv[argc++] = "sluice:semtags";
-	nkeys = argc;
-	argv[argc++] = att;
-	argv[argc++] = worker;
-	argv[argc++] = ttl;
-	argv[argc++] = now;
-	argv[argc++] = ntags;
-	argv[argc++] = member;
-	for (int i = 0; i < ts->n; i++)
-		argv[argc++] = ts->limit[i];
-	for (int i = 0; i < ts->n; i++)
-		argv[argc++] = ts->tag[i];
+	acquire_args_fill(a, ts, run, task, idx, attempt, worker, ttl_ms);
 	err = SL_ERR_REDIS;
-	if (!(r = state_eval(st, "lease_acquire", nkeys, argc, argv, NULL)))
+	if (!(r = state_eval(st, "lease_acquire", a->nkeys, a->argc, &a->argv[3], NULL)))
 		goto out;
-	if (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING) {
-		if (!strcmp(r->str, "ok"))
-			err = SL_OK;
-		else if (!strcmp(r->str, "busy") || !strcmp(r->str, "full"))
-			err = SL_ERR_BUSY;
-		else
-			err = SL_ERR_STALE;
-	}
+	if (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING)
+		err = acquire_reply(r);
 out:
 	if (r)
 		freeReplyObject(r);
+	free(a);
+	free(ts);
+	return err;
+}
+
+/* Drops the connection after a failed pipeline: replies still unread would be taken for
+ * those of the next command. The next call reconnects. */
+static void drop_connection(struct sl_state *st)
+{
+	if (st->c) {
+		SL_WARN("redis lease pipeline: %s", st->c->errstr[0] ? st->c->errstr : "error");
+		redisFree(st->c);
+		st->c = NULL;
+	}
+}
+
+/* Sends cmds[0..n) (each argc[i] arguments argv[i]) in one pipeline and reads the replies into
+ * replies[i] (NULL where none was read: the connection failed; it is then dropped). Returns
+ * the number of replies read. */
+static size_t pipeline(struct sl_state *st, size_t n, const int *argc,
+		       const char *const *const *argv, redisReply **replies)
+{
+	redisContext *c = sl_state_redis(st);
+	size_t got = 0;
+
+	for (size_t i = 0; i < n; i++)
+		replies[i] = NULL;
+	if (!c)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		/* the arguments are copied into the output buffer here */
+		if (redisAppendCommandArgv(c, argc[i], (const char **)argv[i], NULL) != REDIS_OK) {
+			drop_connection(st);
+			return 0;
+		}
+	}
+	for (; got < n; got++) {
+		if (redisGetReply(c, (void **)&replies[got]) != REDIS_OK) {
+			replies[got] = NULL;
+			drop_connection(st);
+			break;
+		}
+	}
+	return got;
+}
+
+enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
+					 struct sl_lease_req *reqs, size_t n)
+{
+	struct tagset *ts = NULL;
+	struct acquire_args *a = NULL;
+	redisReply **replies = NULL;
+	const char *const **argv = NULL;
+	int *argc = NULL;
+	const char *(*hget)[4] = NULL;
+	char (*limits_key)[STATE_KEY_MAX] = NULL;
+	int script = -1;
+	enum sl_err err = SL_OK;
+
+	for (size_t i = 0; i < n; i++)
+		reqs[i].err = SL_ERR_REDIS;
+	if (n == 0)
+		return SL_OK;
+	for (int i = 0; sl_lua_scripts[i].name; i++)
+		if (!strcmp(sl_lua_scripts[i].name, "lease_acquire"))
+			script = i;
+	/* Not zeroed: ~10 KB each, and every field read is written first. */
+	ts = malloc(n * sizeof(*ts));
+	a = malloc(n * sizeof(*a));
+	replies = calloc(n, sizeof(*replies));
+	argv = calloc(n, sizeof(*argv));
+	argc = calloc(n, sizeof(*argc));
+	hget = calloc(n, sizeof(*hget));
+	limits_key = calloc(n, sizeof(*limits_key));
+	if (script < 0 || !ts || !a || !replies || !argv || !argc || !hget || !limits_key) {
+		err = script < 0 ? SL_ERR_REDIS : SL_ERR_NOMEM;
+		for (size_t i = 0; i < n; i++)
+			reqs[i].err = err;
+		goto out;
+	}
+	/* Round trip 1: every task's concurrency tags (they name the script's keys). */
+	for (size_t i = 0; i < n; i++) {
+		state_key(limits_key[i], sizeof(limits_key[i]), reqs[i].run, "limits");
+		hget[i][0] = "HGET";
+		hget[i][1] = limits_key[i];
+		hget[i][2] = reqs[i].task;
+		argv[i] = hget[i];
+		argc[i] = 3;
+	}
+	if (pipeline(st, n, argc, argv, replies) == n) {
+		/* Round trip 2: the scripts, answered (and fsync'ed) together by Redis. */
+		for (size_t i = 0; i < n; i++) {
+			tags_parse(replies[i], &ts[i]);
+			freeReplyObject(replies[i]);
+			replies[i] = NULL;
+			acquire_args_fill(&a[i], &ts[i], reqs[i].run, reqs[i].task, reqs[i].idx,
+					  reqs[i].attempt, worker, reqs[i].ttl_ms);
+			a[i].argv[0] = "EVALSHA";
+			a[i].argv[1] = st->sha[script];
+			a[i].argv[2] = a[i].nkeys_s;
+			argv[i] = a[i].argv;
+			argc[i] = a[i].argc + 3;
+		}
+		pipeline(st, n, argc, argv, replies);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			if (replies[i])
+				freeReplyObject(replies[i]);
+			replies[i] = NULL;
+		}
+	}
+	/* Anything but a lease_acquire answer (connection lost, NOSCRIPT after a script flush,
+	 * a script error) goes through the one-call path, which reconnects and reloads the
+	 * scripts. A call that ran but whose reply was lost answers ok again to its holder, and
+	 * stale or busy where it had said busy or full: the dispatch is dropped either way. Once
+	 * that fails too, Redis is down: the rest fail at once. */
+	for (size_t i = 0; i < n; i++) {
+		struct sl_lease_req *q = &reqs[i];
+
+		if (replies[i] && (q->err = acquire_reply(replies[i])) != SL_ERR_REDIS)
+			continue;
+		if (err == SL_OK) {
+			q->err = sl_state_lease_acquire(st, q->run, q->task, q->idx, q->attempt,
+							worker, q->ttl_ms);
+			if (q->err != SL_OK && q->err != SL_ERR_BUSY && q->err != SL_ERR_STALE)
+				err = q->err;
+		} else {
+			q->err = err;
+		}
+	}
+out:
+	for (size_t i = 0; replies && i < n; i++)
+		if (replies[i])
+			freeReplyObject(replies[i]);
+	free(limits_key);
+	free(hget);
+	free(argc);
+	free(argv);
+	free(replies);
+	free(a);
 	free(ts);
 	return err;
 }

@@ -1,4 +1,5 @@
-/* reap.c - the reaper's two pops: lost instances and ready nodes never started (Lua). */
+/* reap.c - the reaper's two pops (lost instances, ready nodes never started) and the
+ * stored dispatch of an instance for re-sends (Lua). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +163,37 @@ enum sl_err sl_state_reap_nodes(struct sl_state *st, int64_t now_ms, long settle
 	res = NULL;
 out:
 	free(res);
+	freeReplyObject(r);
+	return err;
+}
+
+enum sl_err sl_state_ti_dispatch(struct sl_state *st, const char *run, const char *task, int idx,
+				 const char *state, unsigned attempt, void **out, size_t *len)
+{
+	char key[STATE_KEY_MAX], att[16];
+	const char *argv[3];
+	redisReply *r;
+	enum sl_err err = SL_ERR_REDIS;
+
+	*out = NULL;
+	*len = 0;
+	state_key(key, sizeof(key), run, "ti:%s:%d", task, idx);
+	snprintf(att, sizeof(att), "%u", attempt);
+	argv[0] = key;
+	argv[1] = state;
+	argv[2] = att;
+	if (!(r = state_eval(st, "ti_dispatch", 1, 3, argv, NULL)))
+		return SL_ERR_REDIS;
+	if (r->type == REDIS_REPLY_NIL) {
+		err = SL_ERR_STALE;
+	} else if (r->type == REDIS_REPLY_STRING) {
+		err = SL_ERR_NOMEM;
+		if ((*out = malloc(r->len ? r->len : 1))) {
+			memcpy(*out, r->str, r->len);
+			*len = r->len;
+			err = SL_OK;
+		}
+	}
 	freeReplyObject(r);
 	return err;
 }

@@ -241,97 +241,88 @@ enum sl_err sl_state_node_start(struct sl_state *st, const char *run, const char
 {
 	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], node_prefix[STATE_KEY_MAX],
 		ti_prefix[STATE_KEY_MAX];
-	size_t calls = n > NODE_START_BATCH ? (n + NODE_START_BATCH - 1) / NODE_START_BATCH : 1;
-	struct args *a = calloc(calls, sizeof(*a));
-	const char **names = calloc(calls, sizeof(*names));
-	const char *const **argv = calloc(calls, sizeof(*argv));
-	const size_t **lens = calloc(calls, sizeof(*lens));
-	int *nkeys = calloc(calls, sizeof(*nkeys)), *argc = calloc(calls, sizeof(*argc));
+	size_t first = n < NODE_START_BATCH ? n : NODE_START_BATCH;
+	struct args a = {0};
 	redisReply *r = NULL;
 	enum sl_err err = SL_ERR_NOMEM;
 
 	memset(out, 0, sizeof(*out));
-	if (!a || !names || !argv || !lens || !nkeys || !argc)
-		goto out;
 	state_key(run_key, sizeof(run_key), run, "run");
 	state_key(node_key, sizeof(node_key), run, "node:%s", task);
 	state_key(node_prefix, sizeof(node_prefix), run, "node:");
 	state_key(ti_prefix, sizeof(ti_prefix), run, "ti:%s:", task);
-	/* The first call starts the node with the first batch; the others add the rest. One
-	 * transaction: a planner that dies half-way leaves the node WAITING, never half-built. */
-	for (size_t c = 0; c < calls; c++) {
-		size_t off = c * NODE_START_BATCH;
-		size_t cnt = n - off < NODE_START_BATCH ? n - off : NODE_START_BATCH;
-
-		if (c == 0) {
-			if (args_str(&a[c], run_key) || args_str(&a[c], node_key) ||
-			    args_str(&a[c], task) || args_fmt(&a[c], "%lld", (long long)total) ||
-			    args_fmt(&a[c], "%lld", (long long)now_ms) ||
-			    args_str(&a[c], node_prefix) || args_str(&a[c], ti_prefix) ||
-			    args_fmt(&a[c], "%lld", max_attempts) ||
-			    push_instances(&a[c], tis, n < NODE_START_BATCH ? n : NODE_START_BATCH))
-				goto out;
-			names[c] = "node_start";
-		} else {
-			if (args_str(&a[c], run_key) || args_str(&a[c], node_key) ||
-			    args_str(&a[c], ti_prefix) || args_fmt(&a[c], "%lld", max_attempts) ||
-			    args_fmt(&a[c], "%lld", (long long)now_ms) ||
-			    push_instances(&a[c], tis + off, cnt))
-				goto out;
-			names[c] = "ti_add";
-		}
-		nkeys[c] = 2;
-		argc[c] = a[c].n;
-		argv[c] = a[c].v;
-		lens[c] = a[c].len;
-	}
+	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, task) ||
+	    args_fmt(&a, "%lld", (long long)total) || args_fmt(&a, "%lld", (long long)now_ms) ||
+	    args_str(&a, node_prefix) || args_str(&a, ti_prefix) ||
+	    args_fmt(&a, "%lld", max_attempts) || push_instances(&a, tis, first))
+		goto out;
 	err = SL_ERR_REDIS;
-	if (!(r = state_eval_atomic(st, calls, names, nkeys, argc, argv, lens)))
+	if (!(r = state_eval(st, "node_start", 2, a.n, a.v, a.len)))
 		goto out;
-	if (r->elements < 1 || r->element[0]->type == REDIS_REPLY_ERROR) {
-		SL_ERROR("node_start %s/%s: %s", run, task,
-			 r->elements ? r->element[0]->str : "empty transaction reply");
+	if ((err = reply_to_transition(r, out)) != SL_OK)
 		goto out;
-	}
-	err = reply_to_transition(r->element[0], out);
+	/* The rest, batch by batch; a started node resumes where a dead planner stopped. */
+	if (n > first && (!strcmp(out->outcome, "started") || !strcmp(out->outcome, "resume")))
+		err = sl_state_ti_add(st, run, task, max_attempts, tis + first, n - first, now_ms,
+				      NULL, NULL);
 out:
 	if (r)
 		freeReplyObject(r);
-	for (size_t c = 0; a && c < calls; c++)
-		args_free(&a[c]);
-	free(a);
-	free(names);
-	free(argv);
-	free(lens);
-	free(nkeys);
-	free(argc);
+	args_free(&a);
 	return err;
 }
 
 enum sl_err sl_state_ti_add(struct sl_state *st, const char *run, const char *task,
 			    int max_attempts, const struct sl_ti_new *tis, size_t n,
-			    int64_t now_ms)
+			    int64_t now_ms, int **created, size_t *ncreated)
 {
 	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], ti_prefix[STATE_KEY_MAX];
-	struct args a = {0};
-	redisReply *r = NULL;
-	enum sl_err err = SL_ERR_NOMEM;
+	int *made = NULL;
+	size_t nmade = 0;
+	enum sl_err err = SL_OK;
 
+	if (created) {
+		*created = NULL;
+		*ncreated = 0;
+		if (!(made = malloc((n ? n : 1) * sizeof(*made))))
+			return SL_ERR_NOMEM;
+	}
 	state_key(run_key, sizeof(run_key), run, "run");
 	state_key(node_key, sizeof(node_key), run, "node:%s", task);
 	state_key(ti_prefix, sizeof(ti_prefix), run, "ti:%s:", task);
-	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, ti_prefix) ||
-	    args_fmt(&a, "%lld", max_attempts) || args_fmt(&a, "%lld", (long long)now_ms) ||
-	    push_instances(&a, tis, n))
-		goto out;
-	err = SL_ERR_REDIS;
-	if (!(r = state_eval(st, "ti_add", 2, a.n, a.v, a.len)))
-		goto out;
-	err = r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? SL_OK : SL_ERR_STALE;
-out:
-	if (r)
-		freeReplyObject(r);
-	args_free(&a);
+	for (size_t off = 0; off < n && err == SL_OK; off += NODE_START_BATCH) {
+		size_t cnt = n - off < NODE_START_BATCH ? n - off : NODE_START_BATCH;
+		struct args a = {0};
+		redisReply *r = NULL;
+
+		err = SL_ERR_NOMEM;
+		if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, ti_prefix) ||
+		    args_fmt(&a, "%lld", max_attempts) || args_fmt(&a, "%lld", (long long)now_ms) ||
+		    push_instances(&a, tis + off, cnt))
+			goto next;
+		err = SL_ERR_REDIS;
+		if (!(r = state_eval(st, "ti_add", 2, a.n, a.v, a.len)))
+			goto next;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || !r->element[0]->str ||
+		    strcmp(r->element[0]->str, "added")) {
+			err = SL_ERR_STALE;
+			goto next;
+		}
+		for (size_t i = 1; made && i < r->elements && nmade < n; i++)
+			if (r->element[i]->str)
+				made[nmade++] = atoi(r->element[i]->str);
+		err = SL_OK;
+next:
+		if (r)
+			freeReplyObject(r);
+		args_free(&a);
+	}
+	if (created && err == SL_OK) {
+		*created = made;
+		*ncreated = nmade;
+		made = NULL;
+	}
+	free(made);
 	return err;
 }
 
@@ -365,42 +356,155 @@ out:
 	return err;
 }
 
+/* Number of result_apply arguments (KEYS then ARGV, see result_apply.lua). */
+#define RESULT_ARGC 17
+
+/* Appends bytes to a buffer sized in advance by result_args_size(); no bounds check needed. */
+static char *put(char *w, const char *s, size_t n)
+{
+	memcpy(w, s, n);
+	return w + n;
+}
+
+/* Appends v in decimal (no printf: this runs once per argument of every result). */
+static char *put_ll(char *w, long long v)
+{
+	char tmp[24];
+	int n = 0;
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+	do
+		tmp[n++] = (char)('0' + u % 10);
+	while ((u /= 10));
+	if (v < 0)
+		*w++ = '-';
+	while (n)
+		*w++ = tmp[--n];
+	return w;
+}
+
+/* Bytes result_args() writes for res at most. */
+static size_t result_args_size(const struct sl_result_in *res)
+{
+	return 5 * strlen(res->run) + 3 * strlen(res->task) + 9 * 24 + 96;
+}
+
+/* Fills v/len with the RESULT_ARGC arguments of res; keys and numbers are written to buf
+ * (result_args_size(res) bytes), strings of res are borrowed. */
+static void result_args(const struct sl_result_in *res, char *buf, const char **v, size_t *len)
+{
+	size_t rl = strlen(res->run), tl = strlen(res->task);
+	char *w = buf;
+	int n = 0;
+
+#define ARG_BEGIN() (v[n] = w)
+#define ARG_END() (len[n] = (size_t)(w - v[n]), n++)
+#define ARG_STR(s, l) (v[n] = (s), len[n] = (l), n++)
+#define ARG_NUM(x) (ARG_BEGIN(), w = put_ll(w, (long long)(x)), ARG_END())
+	/* KEYS: run, node, instance, timers */
+	ARG_BEGIN();
+	w = put(w, "sluice:{", 8), w = put(w, res->run, rl), w = put(w, "}:run", 5);
+	ARG_END();
+	ARG_BEGIN();
+	w = put(w, "sluice:{", 8), w = put(w, res->run, rl), w = put(w, "}:node:", 7);
+	w = put(w, res->task, tl);
+	ARG_END();
+	ARG_BEGIN();
+	w = put(w, "sluice:{", 8), w = put(w, res->run, rl), w = put(w, "}:ti:", 5);
+	w = put(w, res->task, tl), *w++ = ':', w = put_ll(w, res->idx);
+	ARG_END();
+	ARG_STR("sluice:timers", 13);
+	/* ARGV */
+	ARG_NUM(res->attempt);
+	ARG_STR(res->status, strlen(res->status));
+	if (res->output)
+		ARG_STR(res->output, res->output_len);
+	else
+		ARG_STR("null", 4);
+	ARG_STR(res->error ? res->error : "", res->error ? strlen(res->error) : 0);
+	ARG_NUM(res->exit_code);
+	ARG_STR(res->worker ? res->worker : "", res->worker ? strlen(res->worker) : 0);
+	ARG_NUM(res->started_ms);
+	ARG_NUM(res->finished_ms);
+	ARG_NUM(res->now_ms);
+	ARG_NUM(res->retry_delay_ms);
+	ARG_BEGIN(); /* timer member of the retry: "<R>|<task>|<idx>|<next attempt>" */
+	w = put(w, res->run, rl), *w++ = '|', w = put(w, res->task, tl), *w++ = '|';
+	w = put_ll(w, res->idx), *w++ = '|', w = put_ll(w, (long long)res->attempt + 1);
+	ARG_END();
+	ARG_BEGIN();
+	w = put(w, "sluice:{", 8), w = put(w, res->run, rl), w = put(w, "}:node:", 7);
+	ARG_END();
+	ARG_STR(res->task, tl);
+#undef ARG_BEGIN
+#undef ARG_END
+#undef ARG_STR
+#undef ARG_NUM
+}
+
+enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
+				       size_t n, struct sl_transition *out, enum sl_err *errs)
+{
+	const char **v = NULL;
+	size_t *len = NULL, bytes = 0;
+	const char *const **argvp = NULL;
+	const size_t **lensp = NULL;
+	int *argc = NULL;
+	redisReply **replies = NULL;
+	char *buf = NULL, *w;
+	enum sl_err err = SL_ERR_NOMEM;
+
+	for (size_t i = 0; i < n; i++) {
+		memset(&out[i], 0, sizeof(out[i]));
+		errs[i] = SL_ERR_NOMEM;
+		bytes += result_args_size(&res[i]);
+	}
+	if (!n)
+		return SL_OK;
+	v = malloc(sizeof(*v) * n * RESULT_ARGC);
+	len = malloc(sizeof(*len) * n * RESULT_ARGC);
+	argvp = malloc(sizeof(*argvp) * n);
+	lensp = malloc(sizeof(*lensp) * n);
+	argc = malloc(sizeof(*argc) * n);
+	replies = calloc(n, sizeof(*replies));
+	buf = malloc(bytes);
+	if (!v || !len || !argvp || !lensp || !argc || !replies || !buf)
+		goto out;
+	w = buf;
+	for (size_t i = 0; i < n; i++) {
+		result_args(&res[i], w, v + i * RESULT_ARGC, len + i * RESULT_ARGC);
+		w += result_args_size(&res[i]);
+		argvp[i] = v + i * RESULT_ARGC;
+		lensp[i] = len + i * RESULT_ARGC;
+		argc[i] = RESULT_ARGC;
+	}
+	state_eval_pipeline(st, "result_apply", 4, n, argc, argvp, lensp, replies);
+	err = SL_OK;
+	for (size_t i = 0; i < n; i++) {
+		errs[i] = replies[i] ? reply_to_transition(replies[i], &out[i]) : SL_ERR_REDIS;
+		if (errs[i] != SL_OK && err == SL_OK)
+			err = errs[i];
+	}
+out:
+	for (size_t i = 0; replies && i < n; i++)
+		if (replies[i])
+			freeReplyObject(replies[i]);
+	free(replies);
+	free(buf);
+	free(argc);
+	free(lensp);
+	free(argvp);
+	free(len);
+	free(v);
+	return err;
+}
+
 enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,
 				  struct sl_transition *out)
 {
-	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], ti_key[STATE_KEY_MAX],
-		node_prefix[STATE_KEY_MAX], member[STATE_KEY_MAX];
-	struct args a = {0};
-	redisReply *r = NULL;
-	enum sl_err err = SL_ERR_NOMEM;
+	enum sl_err err;
 
-	memset(out, 0, sizeof(*out));
-	state_key(run_key, sizeof(run_key), res->run, "run");
-	state_key(node_key, sizeof(node_key), res->run, "node:%s", res->task);
-	state_key(ti_key, sizeof(ti_key), res->run, "ti:%s:%d", res->task, res->idx);
-	state_key(node_prefix, sizeof(node_prefix), res->run, "node:");
-	snprintf(member, sizeof(member), "%s|%s|%d|%u", res->run, res->task, res->idx,
-		 res->attempt + 1);
-	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, ti_key) ||
-	    args_str(&a, "sluice:timers") || args_fmt(&a, "%lld", res->attempt) ||
-	    args_str(&a, res->status) ||
-	    args_push(&a, res->output ? res->output : "null",
-		      res->output ? res->output_len : 4) ||
-	    args_str(&a, res->error) || args_fmt(&a, "%lld", res->exit_code) ||
-	    args_str(&a, res->worker) || args_fmt(&a, "%lld", (long long)res->started_ms) ||
-	    args_fmt(&a, "%lld", (long long)res->finished_ms) ||
-	    args_fmt(&a, "%lld", (long long)res->now_ms) ||
-	    args_fmt(&a, "%lld", res->retry_delay_ms) || args_str(&a, member) ||
-	    args_str(&a, node_prefix) || args_str(&a, res->task))
-		goto out;
-	err = SL_ERR_REDIS;
-	if (!(r = state_eval(st, "result_apply", 4, a.n, a.v, a.len)))
-		goto out;
-	err = reply_to_transition(r, out);
-out:
-	if (r)
-		freeReplyObject(r);
-	args_free(&a);
+	sl_state_result_apply_many(st, res, 1, out, &err);
 	return err;
 }
 

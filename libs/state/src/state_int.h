@@ -33,6 +33,34 @@ redisReply *state_eval_atomic(struct sl_state *st, size_t count, const char *con
 			      const int *nkeys, const int *argc, const char *const *const *argv,
 			      const size_t *const *lens);
 
+/* A MULTI/EXEC transaction written to Redis while it is built (each queued call goes out once
+ * the output buffer passes 256 KiB), so a transaction of any size needs the memory of one
+ * flush, not of the whole. state_tx_begin() returns 0, or -1 when Redis is unreachable;
+ * state_tx_eval() queues script name (as state_eval_atomic) and returns 0, or -1 after which
+ * the connection is dropped (which discards the transaction) and only state_tx_exec() may
+ * follow, returning NULL; state_tx_exec() returns the EXEC reply (caller frees) or NULL
+ * (nothing applied). state_tx_abort() discards an open transaction. */
+struct state_tx {
+	struct sl_state *st;
+	size_t queued;
+};
+int state_tx_begin(struct sl_state *st, struct state_tx *tx);
+int state_tx_eval(struct state_tx *tx, const char *name, int nkeys, int argc,
+		  const char *const *argv, const size_t *lens);
+redisReply *state_tx_exec(struct state_tx *tx);
+void state_tx_abort(struct state_tx *tx);
+
+/* Runs count calls of script name pipelined: every call is sent, then the replies are read in
+ * order: one round trip, and Redis answers (and, with appendfsync always, fsyncs) all the calls
+ * it reads in one event-loop turn together. Call i gets nkeys keys followed by its args (argv[i][0..argc[i]), lengths
+ * lens[i]). Calls answered NOSCRIPT are sent again after the scripts are reloaded, and calls
+ * without a reply after a connection error are sent again after a reconnect (3 tries, as
+ * state_eval()). replies[i] gets call i's reply (caller frees with freeReplyObject) or NULL
+ * when it failed (connection error, or a script error, which is logged). */
+void state_eval_pipeline(struct sl_state *st, const char *name, int nkeys, size_t count,
+			 const int *argc, const char *const *const *argv,
+			 const size_t *const *lens, redisReply **replies);
+
 /* Formats a key into buf: "sluice:{<run>}:<suffix...>". */
 void state_key(char *buf, size_t cap, const char *run, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

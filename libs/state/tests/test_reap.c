@@ -208,6 +208,15 @@ START_TEST(lost_too_often_fails_the_run)
 	ck_field("sluice:{r}:run", "tasks_failed", "1");
 	ck_field("sluice:{r}:run", "error", "task a lost its worker 3 time(s)");
 	ck_assert_int_eq(zcard("sluice:active"), 0);
+	/* nothing re-sends it any more: its dispatch and the lapsed lease's entry are gone */
+	{
+		redisReply *r = sl_state_command(st, "EXISTS sluice:{r}:disp:a");
+		ck_assert_int_eq(r->integer, 0);
+		freeReplyObject(r);
+		r = sl_state_command(st, "SISMEMBER sluice:{r}:leases sluice:{r}:lease:a:0");
+		ck_assert_int_eq(r->integer, 0);
+		freeReplyObject(r);
+	}
 	/* b's trigger rule decides what happens next: it is ready for the planner */
 	{
 		redisReply *r = sl_state_command(st, "ZSCORE sluice:pending sluice:{r}:node:b");

@@ -505,11 +505,17 @@ START_TEST(worker_registry)
 }
 END_TEST
 
-START_TEST(big_fanout_is_written_in_one_transaction)
+/* A big fan-out is written 1000 instances per script call; a node left half-written (its
+ * planner died) stays in the pending index, a second start says "resume", and writing the
+ * rest creates only the missing instances. */
+START_TEST(big_fanout_is_written_in_batches_and_resumed)
 {
 	enum { N = 2500 };
 	static struct sl_ti_new tis[N];
 	struct sl_transition t;
+	struct sl_ready_node *ready = NULL;
+	size_t nready = 0, ncreated = 0;
+	int *created = NULL;
 	redisReply *r;
 
 	create_run("r1", NULL);
@@ -518,24 +524,52 @@ START_TEST(big_fanout_is_written_in_one_transaction)
 		tis[i].dispatch = "blob";
 		tis[i].len = 4;
 	}
-	ck_assert_int_eq(sl_state_node_start(st, "r1", "a", N, 1, tis, N, 1000, &t), SL_OK);
+	/* started with the first 1200 only, as a planner dying after them leaves it */
+	ck_assert_int_eq(sl_state_node_start(st, "r1", "a", N, 1, tis, 1200, 1000, &t), SL_OK);
 	ck_assert_str_eq(t.outcome, "started");
 	sl_transition_clear(&t);
-	for (int i = 0; i < N; i += 499) {
-		char key[64];
-		snprintf(key, sizeof(key), "sluice:{r1}:ti:a:%d", i);
-		ck_field(key, "state", "DISPATCHED");
-	}
-	ck_field("sluice:{r1}:ti:a:2499", "state", "DISPATCHED");
-	r = sl_state_command(st, "EXISTS sluice:{r1}:ti:a:2500");
+	ck_field("sluice:{r1}:node:a", "written", "1200");
+	ck_field("sluice:{r1}:ti:a:1199", "state", "DISPATCHED");
+	r = sl_state_command(st, "EXISTS sluice:{r1}:ti:a:1200");
 	ck_assert_int_eq(r->integer, 0);
 	freeReplyObject(r);
+	/* the reaper finds it after the settle time, like a node never started */
+	ck_assert_int_eq(sl_state_reap_nodes(st, 1500, 1000, 10, &ready, &nready), SL_OK);
+	for (size_t i = 0; i < nready; i++)
+		ck_assert_str_ne(ready[i].task, "a"); /* not before its settle time */
+	sl_ready_nodes_free(ready, nready);
+	ck_assert_int_eq(sl_state_reap_nodes(st, 2500, 1000, 10, &ready, &nready), SL_OK);
+	{
+		int found = 0;
+
+		for (size_t i = 0; i < nready; i++)
+			found |= !strcmp(ready[i].task, "a");
+		ck_assert_msg(found, "half-written node a not reaped (%zu others)", nready);
+	}
+	sl_ready_nodes_free(ready, nready);
+	/* a second start resumes; writing everything creates the 1300 missing ones only */
+	ck_assert_int_eq(sl_state_node_start(st, "r1", "a", N, 1, NULL, 0, 3000, &t), SL_OK);
+	ck_assert_str_eq(t.outcome, "resume");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_ti_add(st, "r1", "a", 1, tis, N, 3000, &created, &ncreated),
+			 SL_OK);
+	ck_assert_uint_eq(ncreated, 1300);
+	ck_assert_int_eq(created[0], 1200);
+	ck_assert_int_eq(created[1299], 2499);
+	free(created);
+	ck_field("sluice:{r1}:node:a", "written", "2500");
 	ck_field("sluice:{r1}:node:a", "total", "2500");
 	ck_field("sluice:{r1}:run", "tasks_total", "2500");
-	/* started once only: a second start changes nothing */
-	ck_assert_int_eq(sl_state_node_start(st, "r1", "a", N, 1, tis, N, 1000, &t), SL_OK);
+	r = sl_state_command(st, "ZSCORE sluice:pending sluice:{r1}:node:a");
+	ck_assert_int_eq(r->type, REDIS_REPLY_NIL);
+	freeReplyObject(r);
+	/* complete now: a further start changes nothing */
+	ck_assert_int_eq(sl_state_node_start(st, "r1", "a", N, 1, tis, N, 4000, &t), SL_OK);
 	ck_assert_str_eq(t.outcome, "stale");
 	sl_transition_clear(&t);
+	/* a node that is not ACTIVE takes no instances */
+	ck_assert_int_eq(sl_state_ti_add(st, "r1", "zz", 1, tis, 10, 4000, NULL, NULL),
+			 SL_ERR_STALE);
 }
 END_TEST
 
@@ -568,6 +602,329 @@ START_TEST(applied_result_releases_the_lease)
 }
 END_TEST
 
+/* Asserts that hashes k1 and k2 hold the same fields and values (the run's own id aside). */
+static void ck_same_hash(const char *k1, const char *k2)
+{
+	redisReply *a = sl_state_command(st, "HGETALL %s", k1);
+	redisReply *b = sl_state_command(st, "HLEN %s", k2);
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_msg(a->elements > 0, "%s is empty", k1);
+	ck_assert_int_eq((long long)a->elements / 2, b->integer);
+	for (size_t i = 0; i + 1 < a->elements; i += 2) {
+		if (!strcmp(a->element[i]->str, "id"))
+			continue;
+		char *v = hget(k2, a->element[i]->str);
+		ck_assert_msg(v && !strcmp(v, a->element[i + 1]->str), "%s %s: %s, %s %s",
+			      k1, a->element[i]->str, a->element[i + 1]->str, k2, v ? v : "(nil)");
+		free(v);
+	}
+	freeReplyObject(a);
+	freeReplyObject(b);
+}
+
+START_TEST(batch_apply_matches_one_by_one)
+{
+	/* run r1 gets the results one by one, r2 the same ones in one pipelined batch */
+	static const struct {
+		const char *task;
+		int idx;
+		unsigned attempt;
+		const char *status, *outcome;
+	} seq[] = {
+		{"a", 0, 1, "SUCCEEDED", "applied"},
+		{"a", 0, 1, "SUCCEEDED", "stale"},  /* a duplicate, after the first in the batch */
+		{"c", 0, 2, "SUCCEEDED", "stale"},  /* not the current attempt */
+		{"c", 0, 1, "FAILED", "retry"},
+		{"c", 0, 2, "SUCCEEDED", "stale"},  /* waiting for its retry, not dispatched */
+		{"a", 1, 1, "FAILED", "node_done"}, /* a ends FAILED, b is ready */
+	};
+	enum { N = sizeof(seq) / sizeof(seq[0]) };
+	const char *runs[2] = {"r1", "r2"};
+	struct sl_result_in in[N];
+	struct sl_transition one[N], many[N];
+	enum sl_err errs[N];
+	const char *keys[] = {"run", "node:a", "node:b", "node:c", "ti:a:0", "ti:a:1", "ti:c:0"};
+	struct sl_transition t;
+	redisReply *r1, *r2;
+
+	for (int k = 0; k < 2; k++) {
+		create_run(runs[k], NULL);
+		start_node(runs[k], "a", 2, 1, &t);
+		sl_transition_clear(&t);
+		start_node(runs[k], "c", 1, 2, &t);
+		sl_transition_clear(&t);
+	}
+	for (size_t i = 0; i < N; i++) {
+		ck_assert_int_eq(apply("r1", seq[i].task, seq[i].idx, seq[i].attempt, seq[i].status,
+				       &one[i]),
+				 SL_OK);
+		in[i] = (struct sl_result_in){.run = "r2", .task = seq[i].task, .idx = seq[i].idx,
+					      .attempt = seq[i].attempt, .status = seq[i].status,
+					      .output = "42", .output_len = 2, .error = "",
+					      .worker = "w1", .started_ms = 1, .finished_ms = 2,
+					      .now_ms = 5000, .retry_delay_ms = 100};
+	}
+	ck_assert_int_eq(sl_state_result_apply_many(st, in, N, many, errs), SL_OK);
+	for (size_t i = 0; i < N; i++) {
+		ck_assert_int_eq(errs[i], SL_OK);
+		/* replies in the order of the calls */
+		ck_assert_msg(!strcmp(many[i].outcome, seq[i].outcome), "result %zu: want %s, got %s",
+			      i, seq[i].outcome, many[i].outcome);
+		ck_assert_str_eq(one[i].outcome, many[i].outcome);
+		ck_assert_str_eq(one[i].run_state, many[i].run_state);
+		ck_assert_uint_eq(one[i].nready, many[i].nready);
+		for (size_t j = 0; j < many[i].nready; j++)
+			ck_assert_str_eq(one[i].ready[j], many[i].ready[j]);
+		sl_transition_clear(&one[i]);
+		sl_transition_clear(&many[i]);
+	}
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		char k1[64], k2[64];
+		snprintf(k1, sizeof(k1), "sluice:{r1}:%s", keys[i]);
+		snprintf(k2, sizeof(k2), "sluice:{r2}:%s", keys[i]);
+		ck_same_hash(k1, k2);
+	}
+	ck_field("sluice:{r2}:node:a", "state", "FAILED");
+	ck_field("sluice:{r2}:ti:a:0", "state", "SUCCEEDED");
+	ck_field("sluice:{r2}:ti:c:0", "state", "RETRY_WAIT");
+	ck_field("sluice:{r2}:run", "stale_results", "3");
+	r1 = sl_state_command(st, "ZSCORE sluice:timers r1|c|0|2");
+	r2 = sl_state_command(st, "ZSCORE sluice:timers r2|c|0|2");
+	ck_assert_ptr_nonnull(r1);
+	ck_assert_ptr_nonnull(r2);
+	ck_assert_int_eq(r2->type, REDIS_REPLY_STRING);
+	ck_assert_str_eq(r2->str, "5100");
+	ck_assert_str_eq(r1->str, r2->str);
+	freeReplyObject(r1);
+	freeReplyObject(r2);
+	/* an empty batch is a no-op */
+	ck_assert_int_eq(sl_state_result_apply_many(st, in, 0, many, errs), SL_OK);
+}
+END_TEST
+
+/* What a real instance carries: a TaskDispatch over 64 bytes, a generated worker id, ms
+ * timestamps. */
+static char big_dispatch[200];
+static const char long_worker[] = "w-vm-2828-01a201844a6fa82d822734";
+
+static void start_big(const char *run, const char *task, size_t n, int max_attempts)
+{
+	struct sl_ti_new tis[8];
+	struct sl_transition t;
+
+	memset(big_dispatch, 'd', sizeof(big_dispatch));
+	for (size_t i = 0; i < n; i++)
+		tis[i] = (struct sl_ti_new){.idx = (int)i, .dispatch = big_dispatch,
+					    .len = sizeof(big_dispatch)};
+	ck_assert_int_eq(sl_state_node_start(st, run, task, n, max_attempts, tis, n,
+					     1795321783151LL, &t),
+			 SL_OK);
+	ck_assert_str_eq(t.outcome, "started");
+	sl_transition_clear(&t);
+}
+
+/* Takes the lease of (run, task, idx, attempt) and reports status for it. */
+static void run_attempt(const char *run, const char *task, int idx, unsigned attempt,
+			const char *status, struct sl_transition *t)
+{
+	struct sl_result_in res = {.run = run, .task = task, .idx = idx, .attempt = attempt,
+				   .status = status, .output = "null", .output_len = 4,
+				   .error = strcmp(status, "SUCCEEDED") ? "exit status 1" : "",
+				   .worker = long_worker, .started_ms = 1795321787059LL,
+				   .finished_ms = 1795321787060LL, .now_ms = 1795321787061LL,
+				   .retry_delay_ms = 100};
+
+	ck_assert_int_eq(sl_state_lease_acquire(st, run, task, idx, attempt, long_worker, 5000),
+			 SL_OK);
+	ck_assert_int_eq(sl_state_result_apply(st, &res, t), SL_OK);
+}
+
+/* Every key of run left is its run hash, a node hash or an instance hash, and every instance
+ * hash is listpack-encoded (values within hash-max-listpack-value: a third of the memory);
+ * the global indexes hold nothing of it. Returns the number of instance hashes. */
+static int ck_only_compact_hashes_left(const char *run)
+{
+	char pattern[64], prefix[64];
+	char cursor[32] = "0";
+	int ninst = 0;
+
+	snprintf(pattern, sizeof(pattern), "sluice:{%s}:*", run);
+	snprintf(prefix, sizeof(prefix), "sluice:{%s}:", run);
+	do {
+		redisReply *r = sl_state_command(st, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+
+		ck_assert(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+		sl_strlcpy(cursor, r->element[0]->str, sizeof(cursor));
+		for (size_t i = 0; i < r->element[1]->elements; i++) {
+			const char *key = r->element[1]->element[i]->str;
+			const char *rest = key + strlen(prefix);
+			redisReply *e;
+
+			if (!strcmp(rest, "run") || !strncmp(rest, "node:", 5))
+				continue;
+			ck_assert_msg(!strncmp(rest, "ti:", 3), "%s survived the run's end", key);
+			e = sl_state_command(st, "OBJECT ENCODING %s", key);
+			ck_assert_msg(e && e->type == REDIS_REPLY_STRING && !strcmp(e->str, "listpack"),
+				      "%s is %s", key, e && e->str ? e->str : "(nil)");
+			freeReplyObject(e);
+			ninst++;
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0"));
+	ck_assert_int_eq(zcard("sluice:active"), 0);
+	ck_assert_int_eq(zcard("sluice:pending"), 0);
+	ck_assert_int_eq(zcard("sluice:timers"), 0);
+	return ninst;
+}
+
+START_TEST(finished_run_keeps_only_compact_hashes)
+{
+	struct sl_transition t;
+	struct sl_due *due = NULL;
+	void *d = NULL;
+	size_t n = 0, len = 0;
+	redisReply *r;
+
+	create_run("r1", NULL);
+	start_big("r1", "a", 3, 3);
+	start_big("r1", "c", 1, 1);
+	/* the dispatch stays out of the instance hash from the start */
+	ck_field("sluice:{r1}:ti:a:0", "state", "DISPATCHED");
+	r = sl_state_command(st, "OBJECT ENCODING sluice:{r1}:ti:a:0");
+	ck_assert_str_eq(r->str, "listpack");
+	freeReplyObject(r);
+	run_attempt("r1", "a", 0, 1, "SUCCEEDED", &t);
+	sl_transition_clear(&t);
+	/* a retried instance gets its stored dispatch back, also for a re-send by slot */
+	run_attempt("r1", "a", 1, 1, "FAILED", &t);
+	ck_assert_str_eq(t.outcome, "retry");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_timers_due(st, 1795321787161LL, 10, &due, &n), SL_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(due[0].len, sizeof(big_dispatch));
+	ck_assert(!memcmp(due[0].dispatch, big_dispatch, sizeof(big_dispatch)));
+	sl_due_free(due, n);
+	ck_assert_int_eq(sl_state_ti_dispatch(st, "r1", "a", 1, "DISPATCHED", 1, &d, &len),
+			 SL_ERR_STALE);
+	ck_assert_int_eq(sl_state_ti_dispatch(st, "r1", "a", 1, "DISPATCHED", 2, &d, &len), SL_OK);
+	ck_assert(len == sizeof(big_dispatch) && !memcmp(d, big_dispatch, len));
+	free(d);
+	run_attempt("r1", "a", 1, 2, "SUCCEEDED", &t);
+	sl_transition_clear(&t);
+	/* an instance that ended has nothing left to re-send */
+	ck_assert_int_eq(sl_state_ti_dispatch(st, "r1", "a", 1, "SUCCEEDED", 2, &d, &len),
+			 SL_ERR_STALE);
+	run_attempt("r1", "a", 2, 1, "SUCCEEDED", &t);
+	ck_assert_str_eq(t.outcome, "node_done");
+	sl_transition_clear(&t);
+	r = sl_state_command(st, "EXISTS sluice:{r1}:disp:a sluice:{r1}:disp:c");
+	ck_assert_int_eq(r->integer, 1); /* a's emptied with its last instance, c's is in use */
+	freeReplyObject(r);
+	start_big("r1", "b", 1, 1);
+	run_attempt("r1", "b", 0, 1, "SUCCEEDED", &t);
+	sl_transition_clear(&t);
+	run_attempt("r1", "c", 0, 1, "SUCCEEDED", &t);
+	ck_assert_str_eq(t.run_state, "SUCCEEDED");
+	sl_transition_clear(&t);
+	ck_assert_int_eq(ck_only_compact_hashes_left("r1"), 5);
+	ck_field("sluice:{r1}:ti:a:1", "worker", long_worker);
+	ck_field("sluice:{r1}:ti:a:1", "retry_delays", "100");
+}
+END_TEST
+
+START_TEST(cancelled_run_keeps_only_compact_hashes)
+{
+	struct sl_transition t;
+
+	create_run("r1", NULL);
+	start_big("r1", "a", 3, 3);
+	run_attempt("r1", "a", 0, 1, "SUCCEEDED", &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 1, 1, long_worker, 5000), SL_OK);
+	ck_assert_int_eq(sl_state_run_cancel(st, "r1", "cancelled by test", 7000), SL_OK);
+	ck_field("sluice:{r1}:ti:a:2", "state", "CANCELLED");
+	ck_assert_int_eq(ck_only_compact_hashes_left("r1"), 3);
+}
+END_TEST
+
+static char *get_str(const char *key)
+{
+	redisReply *r = sl_state_command(st, "GET %s", key);
+	char *v = r && r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+/* The worker's batch: one pipeline, each lease answered as one call would be, in order. */
+START_TEST(lease_acquire_many_answers_in_order)
+{
+	struct sl_transition t;
+	struct sl_lease_req q[] = {
+		{.run = "r1", .task = "a", .idx = 0, .attempt = 1, .ttl_ms = 5000}, /* ok */
+		{.run = "r1", .task = "a", .idx = 1, .attempt = 1, .ttl_ms = 5000}, /* w2 holds it */
+		{.run = "r1", .task = "a", .idx = 2, .attempt = 2, .ttl_ms = 5000}, /* stale */
+		{.run = "r1", .task = "c", .idx = 0, .attempt = 1, .ttl_ms = 5000}, /* tag slot */
+		{.run = "r1", .task = "c", .idx = 1, .attempt = 1, .ttl_ms = 5000}, /* tag full */
+		{.run = "r1", .task = "a", .idx = 3, .attempt = 1, .ttl_ms = 5000}, /* ok */
+		{.run = "nope", .task = "a", .idx = 0, .attempt = 1, .ttl_ms = 5000}, /* no run */
+	};
+	struct sl_lease_req again[] = {
+		{.run = "r1", .task = "a", .idx = 0, .attempt = 1, .ttl_ms = 5000}, /* holder: ok */
+		{.run = "r1", .task = "a", .idx = 2, .attempt = 1, .ttl_ms = 5000}, /* ok */
+		{.run = "r1", .task = "a", .idx = 1, .attempt = 1, .ttl_ms = 5000}, /* w2: busy */
+	};
+	char *v;
+	redisReply *r;
+
+	create_run("r1", NULL);
+	ck_assert_int_eq(sl_state_limits_set(st, "r1", "c", "mtag=1"), SL_OK);
+	start_node("r1", "a", 4, 3, &t);
+	sl_transition_clear(&t);
+	start_node("r1", "c", 2, 1, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 1, 1, "w2", 5000), SL_OK);
+	ck_assert_int_eq(sl_state_lease_acquire_many(st, "w1", q, 7), SL_OK);
+	ck_assert_int_eq(q[0].err, SL_OK);
+	ck_assert_int_eq(q[1].err, SL_ERR_BUSY);
+	ck_assert_int_eq(q[2].err, SL_ERR_STALE);
+	ck_assert_int_eq(q[3].err, SL_OK);
+	ck_assert_int_eq(q[4].err, SL_ERR_BUSY);
+	ck_assert_int_eq(q[5].err, SL_OK);
+	ck_assert_int_eq(q[6].err, SL_ERR_STALE);
+	ck_field("sluice:{r1}:ti:a:0", "state", "RUNNING");
+	ck_field("sluice:{r1}:ti:a:0", "worker", "w1");
+	ck_field("sluice:{r1}:ti:a:1", "worker", "w2");
+	ck_field("sluice:{r1}:ti:a:2", "state", "DISPATCHED");
+	ck_field("sluice:{r1}:ti:c:1", "state", "WAITING_SLOT");
+	v = get_str("sluice:{r1}:lease:a:3");
+	ck_assert_str_eq(v ? v : "(nil)", "w1:1");
+	free(v);
+	v = get_str("sluice:{r1}:lease:a:1");
+	ck_assert_str_eq(v ? v : "(nil)", "w2:1");
+	free(v);
+	ck_assert_int_eq(zcard("sluice:sem:mtag"), 1);
+	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "c", 0, 1, "w1", 5000), SL_OK);
+
+	/* With the script cache flushed, every call is answered NOSCRIPT and made again on
+	 * its own after a reload: same answers. */
+	r = sl_state_command(st, "SCRIPT FLUSH");
+	ck_assert_ptr_nonnull(r);
+	freeReplyObject(r);
+	ck_assert_int_eq(sl_state_lease_acquire_many(st, "w1", again, 3), SL_OK);
+	ck_assert_int_eq(again[0].err, SL_OK);
+	ck_assert_int_eq(again[1].err, SL_OK);
+	ck_assert_int_eq(again[2].err, SL_ERR_BUSY);
+	v = get_str("sluice:{r1}:lease:a:2");
+	ck_assert_str_eq(v ? v : "(nil)", "w1:1");
+	free(v);
+	ck_assert_int_eq(sl_state_lease_acquire_many(st, "w1", again, 0), SL_OK);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("state");
@@ -597,13 +954,17 @@ int main(void)
 	tcase_add_test(tc, node_end_skips_and_propagates);
 	tcase_add_test(tc, mapped_node_fails_once_all_instances_end);
 	tcase_add_test(tc, empty_map_completes_node);
-	tcase_add_test(tc, big_fanout_is_written_in_one_transaction);
+	tcase_add_test(tc, big_fanout_is_written_in_batches_and_resumed);
 	tcase_add_test(tc, cancel_ends_run_and_fences_workers);
 	tcase_add_test(tc, cancel_deletes_the_runs_leases);
 	tcase_add_test(tc, tag_limit_queues_and_wakes_in_order);
 	tcase_add_test(tc, tag_slot_of_a_lost_holder_lapses);
 	tcase_add_test(tc, reject_records_error);
 	tcase_add_test(tc, worker_registry);
+	tcase_add_test(tc, finished_run_keeps_only_compact_hashes);
+	tcase_add_test(tc, cancelled_run_keeps_only_compact_hashes);
+	tcase_add_test(tc, batch_apply_matches_one_by_one);
+	tcase_add_test(tc, lease_acquire_many_answers_in_order);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_set_fork_status(sr, CK_NOFORK);

@@ -177,6 +177,35 @@ START_TEST(test_cooldown)
 }
 END_TEST
 
+/* A pool that went back to zero within the cooldown starts at once: the cooldown paces growth,
+ * it does not keep queued work waiting for a first worker. */
+START_TEST(test_cooldown_never_holds_an_empty_pool)
+{
+	struct autoscaler_pool_config pc = pool();
+	struct autoscaler_history h = {0};
+	struct autoscaler_worker w[] = {W("w-a", ACTIVE, 4, 1)};
+	struct autoscaler_worker gone[] = {W("w-a", DRAINING, 0, 1)};
+
+	pc.scale_up_cooldown_ms = 60000;
+	decide(&pc, 1000, 4, NULL, 0, &h);
+	ck_assert_int_eq(d.start, 1);
+	ck_assert_int_eq(h.last_scale_up_ms, 1000);
+	/* with a worker, the cooldown holds */
+	decide(&pc, 2000, 8, w, 1, &h);
+	ck_assert_int_eq(d.start, 0);
+	ck_assert_ptr_nonnull(strstr(d.reason, "wait, cooldown 1m since the last start"));
+	/* its only worker is leaving (draining counts against max, not in the size): start now */
+	decide(&pc, 3000, 8, gone, 1, &h);
+	ck_assert_int_eq(d.current, 0);
+	ck_assert_int_eq(d.start, 2);
+	ck_assert_int_eq(h.last_scale_up_ms, 3000);
+	/* and again from nothing at all, still within a minute of the last start */
+	decide(&pc, 4000, 1, NULL, 0, &h);
+	ck_assert_int_eq(d.start, 1);
+	ck_assert_str_eq(d.reason, "lag 1 + busy 0 > capacity 0: +1 worker");
+}
+END_TEST
+
 START_TEST(test_not_over_launching_while_starting)
 {
 	struct autoscaler_pool_config pc = pool();
@@ -411,6 +440,7 @@ static Suite *policy_suite(void)
 	tcase_add_test(tc, test_draining_workers_count_against_max);
 	tcase_add_test(tc, test_step_limit);
 	tcase_add_test(tc, test_cooldown);
+	tcase_add_test(tc, test_cooldown_never_holds_an_empty_pool);
 	tcase_add_test(tc, test_not_over_launching_while_starting);
 	tcase_add_test(tc, test_no_scale_down_inside_window);
 	tcase_add_test(tc, test_window_keeps_its_peak);

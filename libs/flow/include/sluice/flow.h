@@ -25,6 +25,9 @@ struct sl_flow_param {
 	json_t *def; /* default value, NULL when the parameter is required */
 };
 
+/* Most map keys (zipped lists) one task may have. */
+#define SL_FLOW_MAX_MAP_KEYS 64
+
 /* One key of a task's `map:`. Exactly one of literal / source is set. */
 struct sl_flow_map_key {
 	char *name;
@@ -194,6 +197,22 @@ enum sl_err sl_flow_expand(const struct sl_flow *flow, size_t task_index,
 			   char *errstr, size_t errlen);
 
 void sl_instances_free(struct sl_instance *inst, size_t n);
+
+/* Frees what the n instances hold and zeroes them; the array itself stays the caller's. */
+void sl_instances_clear(struct sl_instance *inst, size_t n);
+
+/* The same expansion in slices, for fan-outs too big to hold at once: sl_expander_new()
+ * compiles task task_index and evaluates its map lists (errors as sl_flow_expand) and sets
+ * *count; sl_expander_fill() fills inst[0..n) (caller's array; clear with
+ * sl_instances_clear()) with instances from .. from+n-1, identical to sl_flow_expand()'s.
+ * The expander borrows flow and ctx's pointers: they must outlive it. */
+struct sl_expander;
+enum sl_err sl_expander_new(const struct sl_flow *flow, size_t task_index,
+			    const struct sl_expand_ctx *ctx, struct sl_expander **out,
+			    size_t *count, char *errstr, size_t errlen);
+enum sl_err sl_expander_fill(struct sl_expander *x, size_t from, size_t n,
+			     struct sl_instance *inst, char *errstr, size_t errlen);
+void sl_expander_free(struct sl_expander *x);
 
 /* Evaluates a template string against ctx (may be NULL: no params, tasks or run) and vars
  * (map variables, object, may be NULL). See docs/flows.md for the expression language.

@@ -55,6 +55,13 @@ enum sl_err sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms)
 /* The underlying handle, borrowed (for metadata queries). */
 rd_kafka_t *sl_kafka_producer_handle(struct sl_kafka_producer *p);
 
+/* Fetches the metadata of topics (borrowed) on the producer's handle now, waiting up to
+ * timeout_ms for each. librdkafka (2.0.2) holds the first message to a topic its handle does
+ * not know until its topic scan, which runs once a second: 0-1 s for the first dispatch to a
+ * new queue, the first result of a new worker. Errors are ignored (the scan still works). */
+void sl_kafka_producer_warm(struct sl_kafka_producer *p, const char *const *topics, size_t n,
+			    int timeout_ms);
+
 /* Flushes up to 10 s and destroys. Accepts NULL. */
 void sl_kafka_producer_destroy(struct sl_kafka_producer *p);
 
@@ -65,6 +72,13 @@ void sl_kafka_producer_destroy(struct sl_kafka_producer *p);
 struct sl_kafka_consumer *sl_kafka_consumer_new(const char *brokers, const char *group,
 						const char *const *topics, size_t ntopics,
 						char *errstr, size_t errlen);
+
+/* As sl_kafka_consumer_new, with extra librdkafka properties set after sluice's defaults and
+ * before the environment's: props is "name", "value", ..., NULL (borrowed; may be NULL). */
+struct sl_kafka_consumer *sl_kafka_consumer_new_props(const char *brokers, const char *group,
+						      const char *const *topics, size_t ntopics,
+						      const char *const *props, char *errstr,
+						      size_t errlen);
 
 /* Returns the next message or NULL after timeout_ms. Errors (partition EOF, transport) are
  * logged and NULL is returned. Caller frees with rd_kafka_message_destroy(). */
@@ -100,6 +114,22 @@ struct sl_kafka_lag_probe *sl_kafka_lag_probe_new(const char *brokers, const cha
 enum sl_err sl_kafka_lag(struct sl_kafka_lag_probe *probe, const char *topic, int64_t *lag,
 			 int timeout_ms);
 void sl_kafka_lag_probe_destroy(struct sl_kafka_lag_probe *probe);
+
+/* sl_kafka_lag() summed over several topics (borrowed), in a few round trips whatever the
+ * number of partitions: one metadata request per topic, then one OffsetFetch and at most two
+ * ListOffsets (per broker) for all of them. Topics that do not exist count 0;
+ * SL_ERR_NOT_FOUND when none exists. */
+enum sl_err sl_kafka_lag_topics(struct sl_kafka_lag_probe *probe, const char *const *topics,
+				size_t n, int64_t *lag, int timeout_ms);
+
+/* Sum over every partition of topics (borrowed) of the end offset (the offset the next message
+ * will get), in *sum. The sum only grows, and it grows with every message produced to one of
+ * them, so a change means new messages; it says nothing about the group's commits. Topics that
+ * do not exist count 0. Costs one ListOffsets per broker, plus one metadata round trip per
+ * topic when the probe has not listed these topics' partitions in the last 5 s (or after an
+ * error): cheap enough to poll several times a second. Not thread-safe (the probe caches). */
+enum sl_err sl_kafka_end_offsets(struct sl_kafka_lag_probe *probe, const char *const *topics,
+				 size_t n, int64_t *sum, int timeout_ms);
 
 /* Publishes msg (borrowed) to sluice.deadletter as a DeadLetter with its original bytes and
  * the error text, so the consumer can commit it and go on. */

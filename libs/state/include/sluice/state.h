@@ -8,8 +8,12 @@
  *   sluice:{R}:node:<task>      HASH  state deps_left total done down (comma list) max_attempts
  *                                     failed up_failed up_skipped ended_ms reason
  *   sluice:{R}:ti:<task>:<idx>  HASH  state attempt max_attempts output error exit_code worker
- *                                     started_ms finished_ms dispatch (TaskDispatch bytes)
- *                                     retry_delays (comma list of ms)
+ *                                     started_ms finished_ms queued_ms retry_delays (comma list
+ *                                     of ms); values kept within 64 bytes (but outputs and
+ *                                     errors) so the hash stays a listpack
+ *   sluice:{R}:disp:<task>      HASH  map index -> TaskDispatch bytes, while the instance can
+ *                                     still be (re-)sent; the field goes when it ends, the
+ *                                     hash when the run ends
  *   sluice:{R}:lease:<task>:<idx> STRING "<worker>:<attempt>" with PX
  *   sluice:runs                 ZSET  run id -> created_ms (global index)
  *   sluice:idem:<key>           STRING run id
@@ -66,6 +70,26 @@ redisReply *sl_state_commandargv(struct sl_state *st, int argc, const char **arg
  * re-dispatches it when a slot frees; drop the dispatch either way), or SL_ERR_REDIS. */
 enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const char *task,
 				   int idx, unsigned attempt, const char *worker, long ttl_ms);
+
+/* One lease of sl_state_lease_acquire_many(): run and task borrowed; err is set. */
+struct sl_lease_req {
+	const char *run;
+	const char *task;
+	int idx;
+	unsigned attempt;
+	long ttl_ms;
+	enum sl_err err; /* out: what sl_state_lease_acquire() would return for it */
+};
+
+/* Takes the leases of reqs[0..n) for worker, each exactly as sl_state_lease_acquire() would
+ * (same script, same replies), in two pipelined round trips for the whole batch (the tasks'
+ * concurrency tags, then the scripts, which Redis runs and fsyncs together), in the order
+ * given. A call without a usable reply (connection lost, NOSCRIPT, a script error) is made
+ * again on its own, reconnecting and reloading the scripts (the script is idempotent for its
+ * holder); once that fails, the calls after it fail too without being tried. Returns SL_OK,
+ * or the first error that is not a lease answer (then some reqs[i].err are SL_ERR_REDIS). */
+enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
+					 struct sl_lease_req *reqs, size_t n);
 
 /* Extends the lease if it is still "<worker>:<attempt>". Returns SL_OK, SL_ERR_STALE when
  * the lease is lost (stop the task), or SL_ERR_REDIS. */
@@ -154,20 +178,26 @@ struct sl_ti_new {
 	size_t len;
 };
 
-/* Starts node task: WAITING -> ACTIVE with total instances, creating the n given (DISPATCHED,
- * attempt 1; normally n == total) in one MULTI/EXEC transaction, written in batches of 1000
- * per script: all or nothing, so a planner dying half-way leaves the node WAITING for the
- * reaper to start again. outcome: "started"; "finished" when total == 0 (ready nodes and
- * run state as after a completion); "stale" when it had started already; "ended" when the
- * run is no longer RUNNING. */
+/* Starts node task: WAITING -> ACTIVE with total instances and creates the n given
+ * (DISPATCHED, attempt 1): the first 1000 with the start, the rest with sl_state_ti_add().
+ * Until all total instances are written the node stays in the reaper's pending index
+ * (sl_state_reap_nodes()), so a planner dying half-way leaves a node that the next start
+ * resumes. outcome: "started"; "resume" when it had started but fewer than total instances
+ * are written (the given ones were added; write the others with sl_state_ti_add());
+ * "finished" when total == 0 (ready nodes and run state as after a completion); "stale" when
+ * it had started already; "ended" when the run is no longer RUNNING. */
 enum sl_err sl_state_node_start(struct sl_state *st, const char *run, const char *task,
 				size_t total, int max_attempts, const struct sl_ti_new *tis,
 				size_t n, int64_t now_ms, struct sl_transition *out);
 
-/* Creates a further batch of instances of an ACTIVE node. SL_ERR_STALE if not ACTIVE. */
+/* Adds n instances to ACTIVE node task, 1000 per script call (each call atomic by itself, so
+ * Redis is never blocked for long); instances that exist already are left as they are.
+ * When created is not NULL, *created (caller frees) gets the map indexes this call created,
+ * in order, and *ncreated their count. SL_ERR_STALE when the node is not ACTIVE or the run
+ * has ended. */
 enum sl_err sl_state_ti_add(struct sl_state *st, const char *run, const char *task,
 			    int max_attempts, const struct sl_ti_new *tis, size_t n,
-			    int64_t now_ms);
+			    int64_t now_ms, int **created, size_t *ncreated);
 
 /* Ends WAITING node task without running it, in state SKIPPED, UPSTREAM_FAILED or FAILED
  * (reason says why; for FAILED it becomes the run's error unless it has one, so it should
@@ -201,6 +231,16 @@ struct sl_result_in {
  * appended to the instance's retry_delays), "stale" (ignored). */
 enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,
 				  struct sl_transition *out);
+
+/* Applies n results as sl_state_result_apply() does, one script call each, pipelined: one
+ * round trip for the batch, and Redis answers (and, with appendfsync always, fsyncs) all the
+ * calls it reads in one event-loop turn (16 KB of them) together. Calls run in the order
+ * given, so two results of one instance in a batch settle as they would one by one.
+ * out[i] (n entries, clear each with sl_transition_clear()) and errs[i] get call i's
+ * transition and status (SL_OK, SL_ERR_REDIS: not known to be applied, apply it again).
+ * Returns SL_OK when every call succeeded, else the first failure. */
+enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
+				       size_t n, struct sl_transition *out, enum sl_err *errs);
 
 /* A retry that is due: the instance is DISPATCHED again with attempt; dispatch holds the
  * stored TaskDispatch bytes (of an earlier attempt: re-encode with the new attempt). */
@@ -265,6 +305,13 @@ struct sl_ready_node {
 enum sl_err sl_state_reap_nodes(struct sl_state *st, int64_t now_ms, long settle_ms, int limit,
 				struct sl_ready_node **out, size_t *n);
 void sl_ready_nodes_free(struct sl_ready_node *r, size_t n);
+
+/* The stored TaskDispatch bytes of instance (run, task, idx) (of an earlier attempt:
+ * re-encode with the current one), read only while it is in state at attempt. *out (caller
+ * frees with free()) holds *len bytes on SL_OK. SL_ERR_STALE when the instance moved on or has
+ * no dispatch stored (it ended); SL_ERR_REDIS. */
+enum sl_err sl_state_ti_dispatch(struct sl_state *st, const char *run, const char *task, int idx,
+				 const char *state, unsigned attempt, void **out, size_t *len);
 
 /* ---- concurrency limits and cache (planner side) ---- */
 

@@ -1,0 +1,214 @@
+/* e2e_planner.c - the planner's batching and its RunEvents: results that wait for a stopped
+ * planner are applied in batches exactly once, and sluice.runs.events carries run and task
+ * (node) state changes and instance failures and retries, no event per succeeded instance. */
+#include <check.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "e2e.h"
+#include "sluice/kafka.h"
+#include "sluice/util.h"
+#include "sluice/v1/sluice.pb-c.h"
+
+#define FLOWS E2E_FLOWS "/planner"
+#define FANOUT 300
+
+static pid_t planner, workers[2];
+/* Long leases: results waiting for a stopped planner must not be re-dispatched meanwhile. */
+static const char *pargs[] = {"--flows-dir", FLOWS, "--lease-ttl", "60s", NULL};
+
+static void start_services(void)
+{
+	const char *w1[] = {"--slots", "4", "--id", "e2e-planner-w1", NULL};
+	const char *w2[] = {"--slots", "4", "--id", "e2e-planner-w2", NULL};
+
+	e2e_require_env();
+	planner = e2e_spawn("planner-planner", "sluice-planner", pargs, NULL);
+	workers[0] = e2e_spawn("planner-worker1", "sluice-worker", w1, NULL);
+	workers[1] = e2e_spawn("planner-worker2", "sluice-worker", w2, NULL);
+	ck_assert_int_gt(planner, 0);
+	ck_assert_int_gt(workers[0], 0);
+	ck_assert_int_gt(workers[1], 0);
+}
+
+static void stop_services(void)
+{
+	for (int i = 0; i < 2; i++)
+		e2e_stop(workers[i], SIGTERM, 15000);
+	e2e_stop(planner, SIGTERM, 15000);
+}
+
+static long field_long(const char *run, const char *field)
+{
+	char *v = e2e_run_field(run, field);
+	long n = v ? atol(v) : -1;
+
+	free(v);
+	return n;
+}
+
+/* One RunEvent of a run, as read back from the topic. */
+struct ev {
+	int kind;
+	char state[32], task[32], message[128];
+	int idx;
+	unsigned attempt;
+};
+
+/* Reads sluice.runs.events from the beginning (fresh group) and keeps the events of run until
+ * its RUN_STATE event in state end arrives or timeout. Returns the number kept (at most cap). */
+static size_t read_events(const char *run, const char *end, struct ev *out, size_t cap,
+			  long timeout_ms)
+{
+	char err[256], group[64];
+	const char *topics[] = {SL_TOPIC_RUN_EVENTS};
+	struct sl_kafka_consumer *c;
+	int64_t deadline = sl_mono_ms() + e2e_ms(timeout_ms);
+	size_t n = 0;
+	int ended = 0;
+
+	sl_id_new("e2e-ev-", group, sizeof(group));
+	c = sl_kafka_consumer_new(getenv("SLUICE_KAFKA_BROKERS"), group, topics, 1, err,
+				  sizeof(err));
+	ck_assert_msg(c != NULL, "consumer: %s", err);
+	while (!ended && sl_mono_ms() < deadline) {
+		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 200);
+		Sluice__V1__RunEvent *e;
+
+		if (!m)
+			continue;
+		e = sluice__v1__run_event__unpack(NULL, m->len, m->payload);
+		if (e && !strcmp(e->run_id, run) && n < cap) {
+			out[n].kind = e->kind;
+			sl_strlcpy(out[n].state, e->state, sizeof(out[n].state));
+			sl_strlcpy(out[n].task, e->task, sizeof(out[n].task));
+			sl_strlcpy(out[n].message, e->message, sizeof(out[n].message));
+			out[n].idx = e->map_index;
+			out[n].attempt = e->attempt;
+			ended = e->kind == SLUICE__V1__RUN_EVENT_KIND__RUN_EVENT_RUN_STATE &&
+				!strcmp(e->state, end);
+			n++;
+		}
+		if (e)
+			sluice__v1__run_event__free_unpacked(e, NULL);
+		rd_kafka_message_destroy(m);
+	}
+	sl_kafka_consumer_destroy(c);
+	ck_assert_msg(ended, "no %s event for run %s", end, run);
+	return n;
+}
+
+/* Events of task (NULL: run events) with map index idx (INT32_MIN: any) and attempt (-1:
+ * any, -2: >= 1) in state. */
+static int count(const struct ev *ev, size_t n, const char *task, int idx, int attempt,
+		 const char *state)
+{
+	int c = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		int is_run = ev[i].kind == SLUICE__V1__RUN_EVENT_KIND__RUN_EVENT_RUN_STATE;
+		if (task ? (is_run || strcmp(ev[i].task, task)) : !is_run)
+			continue;
+		if (idx != INT32_MIN && ev[i].idx != idx)
+			continue;
+		if (attempt == -2 ? ev[i].attempt < 1
+				  : attempt >= 0 && ev[i].attempt != (unsigned)attempt)
+			continue;
+		if (state && strcmp(ev[i].state, state))
+			continue;
+		c++;
+	}
+	return c;
+}
+
+/* The message of the first event of task at index -1, attempt 0 (its node event). */
+static const char *node_message(const struct ev *ev, size_t n, const char *task)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ev[i].kind == SLUICE__V1__RUN_EVENT_KIND__RUN_EVENT_TASK_STATE &&
+		    !strcmp(ev[i].task, task) && ev[i].idx == -1 && ev[i].attempt == 0)
+			return ev[i].message;
+	return "";
+}
+
+START_TEST(backlog_applies_once_and_events_stay_per_node)
+{
+	static struct ev ev[4096];
+	char nparam[32];
+	const char *params[] = {nparam, NULL};
+	char *run, *state, *v = NULL;
+	int64_t deadline;
+	long applied, running = 0;
+	size_t n;
+
+	snprintf(nparam, sizeof(nparam), "n=%d", FANOUT);
+	run = e2e_submit(FLOWS "/planner_batch.yaml", params);
+	ck_assert_ptr_nonnull(run);
+	/* Once the fan-out is recorded (its dispatches are produced with it), the planner stops:
+	 * the workers run everything and the results wait in Kafka as a backlog. */
+	deadline = sl_mono_ms() + e2e_ms(60000);
+	while (!(v = e2e_ti_field(run, "fan", FANOUT - 1, "state")) && sl_mono_ms() < deadline)
+		usleep(20000);
+	ck_assert_msg(v != NULL, "fan-out of %s not started", run);
+	free(v);
+	ck_assert_int_eq(e2e_stop(planner, SIGTERM, e2e_ms(15000)), 0);
+	applied = field_long(run, "tasks_done");
+	ck_assert_int_lt(applied, FANOUT);
+	deadline = sl_mono_ms() + e2e_ms(60000);
+	while (running < FANOUT - applied && sl_mono_ms() < deadline) {
+		/* the workers take every lease and publish the results, which wait */
+		running = 0;
+		for (int i = 0; i < FANOUT; i++) {
+			v = e2e_ti_field(run, "fan", i, "state");
+			running += v && !strcmp(v, "RUNNING");
+			free(v);
+		}
+		usleep(200000);
+	}
+	ck_assert_int_eq(running, FANOUT - applied);
+	usleep((useconds_t)e2e_ms(1000) * 1000); /* the last results reach Kafka */
+	ck_assert_int_eq(field_long(run, "tasks_done"), applied);
+	planner = e2e_spawn("planner-planner2", "sluice-planner", pargs, NULL);
+	ck_assert_int_gt(planner, 0);
+	state = e2e_wait_run_end(run, 120000);
+	ck_assert_msg(state && !strcmp(state, "FAILED"), "run %s: %s", run,
+		      state ? state : "timeout");
+	free(state);
+	/* every result applied once: fan-out and reduce succeeded, flaky failed twice */
+	ck_assert_int_eq(field_long(run, "tasks_done"), FANOUT + 1);
+	ck_assert_int_eq(field_long(run, "tasks_failed"), 1);
+	for (int i = 0; i < FANOUT; i += 37) {
+		v = e2e_ti_field(run, "fan", i, "state");
+		ck_assert_msg(v && !strcmp(v, "SUCCEEDED"), "fan[%d]: %s", i, v ? v : "(nil)");
+		free(v);
+	}
+
+	n = read_events(run, "FAILED", ev, sizeof(ev) / sizeof(ev[0]), 60000);
+	ck_assert_int_eq(count(ev, n, NULL, INT32_MIN, -1, "RUNNING"), 1);
+	ck_assert_int_eq(count(ev, n, NULL, INT32_MIN, -1, "FAILED"), 1);
+	/* no event per succeeded instance: the node's event counts them */
+	ck_assert_int_eq(count(ev, n, "fan", INT32_MIN, -2, "SUCCEEDED"), 0);
+	ck_assert_int_eq(count(ev, n, "after", INT32_MIN, -2, "SUCCEEDED"), 0);
+	ck_assert_int_eq(count(ev, n, "fan", -1, 0, "SUCCEEDED"), 1);
+	ck_assert_str_eq(node_message(ev, n, "fan"), "300 instances: 300 succeeded, 0 failed");
+	ck_assert_int_eq(count(ev, n, "after", -1, 0, "SUCCEEDED"), 1);
+	/* failures and retries keep their instance events, and the node's end follows */
+	ck_assert_int_eq(count(ev, n, "flaky", -1, 1, "RETRY_WAIT"), 1);
+	ck_assert_int_eq(count(ev, n, "flaky", -1, 2, "DISPATCHED"), 1);
+	ck_assert_int_eq(count(ev, n, "flaky", -1, 2, "FAILED"), 1);
+	ck_assert_int_eq(count(ev, n, "flaky", -1, 0, "FAILED"), 1);
+	ck_assert_str_eq(node_message(ev, n, "flaky"), "1 instances: 0 succeeded, 1 failed");
+	free(run);
+}
+END_TEST
+
+int main(void)
+{
+	const TTest *tests[] = {backlog_applies_once_and_events_stay_per_node, NULL};
+
+	return e2e_run_suite("e2e_planner", start_services, stop_services, 240, tests);
+}
