@@ -350,18 +350,39 @@ static enum sl_err check_rest(struct sl_expander *x, size_t n, char *err, size_t
 	return rc;
 }
 
-/* Writes instances from..n of a started node, chunk by chunk (chunk c holds from's chunk
+/* Dispatches the instances of chunk c (instances from..) that a write created: the nmade
+ * map indexes in made, or all of c when made is NULL. Cached results skip their dispatch. */
+static enum sl_err dispatch_created(struct planner *p, struct planner_run *run,
+				    const struct sl_flow_task *t, const char *queue,
+				    const struct chunk *c, size_t from, const int *made,
+				    size_t nmade, const struct sl_expand_ctx *ctx)
+{
+	enum sl_err rc = SL_OK;
+
+	if (!made)
+		nmade = c->k;
+	for (size_t i = 0; rc == SL_OK && i < nmade; i++) {
+		size_t at = !made ? i : t->nmap ? (size_t)made[i] - from : 0;
+
+		if (at < c->k && !planner_cache_hit(p, run, t, ctx, &c->inst[at]))
+			rc = produce_dispatch(p, queue, t->priority, run->id, t->name,
+					      c->tis[at].idx, c->tis[at].dispatch, c->tis[at].len);
+	}
+	return rc;
+}
+
+/* Writes instances start..n of a started node chunk by chunk (chunk c holds start's chunk
  * already when c->k), and dispatches the ones each write created: instances that existed
  * (a resumed node) were dispatched by whoever created them, or are the reaper's. */
 static enum sl_err write_and_dispatch(struct planner *p, struct planner_run *run,
 				      const struct sl_flow_task *t, const char *queue,
-				      struct sl_expander *x, size_t n, struct chunk *c,
-				      const struct sl_expand_ctx *ctx)
+				      struct sl_expander *x, size_t start, size_t n,
+				      struct chunk *c, const struct sl_expand_ctx *ctx)
 {
 	char err[512];
 	enum sl_err rc = SL_OK;
 
-	for (size_t from = 0; from < n && rc == SL_OK; from += EXPAND_CHUNK) {
+	for (size_t from = start; from < n && rc == SL_OK; from += EXPAND_CHUNK) {
 		size_t k = n - from < EXPAND_CHUNK ? n - from : EXPAND_CHUNK;
 		int *made = NULL;
 		size_t nmade = 0;
@@ -379,15 +400,9 @@ static enum sl_err write_and_dispatch(struct planner *p, struct planner_run *run
 			chunk_clear(c);
 			return SL_OK;
 		}
-		if (rc == SL_OK)
+		if (rc == SL_OK) {
 			planner_fault_point("after_ti_add"); /* written, not yet produced */
-		for (size_t i = 0; rc == SL_OK && i < nmade; i++) {
-			size_t at = t->nmap ? (size_t)made[i] - from : 0;
-
-			if (at < c->k && !planner_cache_hit(p, run, t, ctx, &c->inst[at]))
-				rc = produce_dispatch(p, queue, t->priority, run->id, t->name,
-						      c->tis[at].idx, c->tis[at].dispatch,
-						      c->tis[at].len);
+			rc = dispatch_created(p, run, t, queue, c, from, made, nmade, ctx);
 		}
 		free(made);
 		chunk_clear(c);
@@ -449,11 +464,12 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 		rc = end_node(p, run, name, "FAILED", err, queue, qlen, qcap);
 		goto out;
 	}
-	rc = sl_state_node_start(p->state, run->id, name, n, t->retries + 1, NULL, 0, sl_now_ms(),
-				 &tr);
+	/* The first chunk goes with the start (a chain's hop pays one Redis call, not two). */
+	rc = sl_state_node_start(p->state, run->id, name, n, t->retries + 1, c->tis, c->k,
+				 sl_now_ms(), &tr);
 	if (rc != SL_OK)
 		goto out;
-	planner_fault_point("after_node_start"); /* started, no instance written yet */
+	planner_fault_point("after_node_start"); /* started and first chunk written, not sent */
 	if (!strcmp(tr.outcome, "stale") || !strcmp(tr.outcome, "ended"))
 		goto out;
 	if (!strcmp(tr.outcome, "finished")) {
@@ -463,7 +479,15 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 	SL_DEBUG("run %s: task %s %s with %zu instances", run->id, name, tr.outcome, n);
 	if ((rc = planner_limits_prepare(p, run, t)) != SL_OK)
 		goto out;
-	rc = write_and_dispatch(p, run, t, tq, x, n, c, &ctx);
+	if (!strcmp(tr.outcome, "started")) {
+		/* a WAITING node had no instances: node_start created all of the first chunk */
+		rc = dispatch_created(p, run, t, tq, c, 0, NULL, 0, &ctx);
+		chunk_clear(c);
+		if (rc == SL_OK)
+			rc = write_and_dispatch(p, run, t, tq, x, EXPAND_CHUNK, n, c, &ctx);
+	} else { /* "resume": node_start wrote nothing; ti_add says what is missing */
+		rc = write_and_dispatch(p, run, t, tq, x, 0, n, c, &ctx);
+	}
 out:
 	sl_transition_clear(&tr);
 	if (c)

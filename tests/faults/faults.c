@@ -433,9 +433,10 @@ START_TEST(worker_paused_past_lease)
 }
 END_TEST
 
-/* 3. kill -9 the planner: right after node_start (started, no instance written: the next
- * planner resumes it), right after a batch of instances is written (recorded, not
- * produced), right after result_apply (ready nodes not started), and at random moments. */
+/* 3. kill -9 the planner: right after node_start (started with its first 1,000 instances,
+ * none produced), right after its second batch is written by ti_add (a 1,500-instance
+ * fan-out: 1,000 sent, 500 recorded and not sent), right after result_apply (ready nodes not
+ * started), and at random moments. */
 START_TEST(planner_killed)
 {
 	const char *points[] = {"after_node_start", "after_ti_add", "after_result_apply", NULL};
@@ -454,7 +455,8 @@ START_TEST(planner_killed)
 			snprintf(after, sizeof(after), "SLUICE_FAULT_CRASH_AFTER=%ld",
 				 k == 2 ? rnd(1, 6) : 1);
 			start_planner(env);
-			run = submit(5, "1000");
+			/* after_ti_add needs a node of more than one 1,000-instance chunk */
+			run = k == 1 ? submit(1500, "0") : submit(5, "1000");
 			if (points[k]) {
 				int64_t deadline = sl_mono_ms() + e2e_ms(60000);
 				while (e2e_alive(planner) && sl_mono_ms() < deadline)
