@@ -199,6 +199,23 @@ redisReply *sl_state_command(struct sl_state *st, const char *fmt, ...)
 	return NULL;
 }
 
+/* Fills av/al (argc + 3 entries) with EVALSHA <sha of script idx> <nk> argv...; lens NULL:
+ * argv are C strings. */
+static void evalsha_argv(const struct sl_state *st, int idx, const char *nk, int argc,
+			 const char *const *argv, const size_t *lens, const char **av, size_t *al)
+{
+	av[0] = "EVALSHA";
+	al[0] = 7;
+	av[1] = st->sha[idx];
+	al[1] = 40;
+	av[2] = nk;
+	al[2] = strlen(nk);
+	for (int i = 0; i < argc; i++) {
+		av[3 + i] = argv[i];
+		al[3 + i] = lens ? lens[i] : strlen(argv[i]);
+	}
+}
+
 redisReply *state_eval(struct sl_state *st, const char *name, int nkeys, int argc,
 		       const char **argv, const size_t *lens)
 {
@@ -227,16 +244,7 @@ redisReply *state_eval(struct sl_state *st, const char *name, int nkeys, int arg
 	for (int tries = 0; tries < 3; tries++) {
 		if (!ensure_connected(st))
 			continue;
-		av[0] = "EVALSHA";
-		al[0] = 7;
-		av[1] = st->sha[idx];
-		al[1] = 40;
-		av[2] = nk;
-		al[2] = strlen(nk);
-		for (int i = 0; i < argc; i++) {
-			av[3 + i] = argv[i];
-			al[3 + i] = lens ? lens[i] : strlen(argv[i]);
-		}
+		evalsha_argv(st, idx, nk, argc, argv, lens, av, al);
 		r = redisCommandArgv(st->c, argc + 3, av, al);
 		if (!r) {
 			SL_WARN("redis EVALSHA %s: %s", name, st->c->errstr);
@@ -322,16 +330,7 @@ int state_tx_eval(struct state_tx *tx, const char *name, int nkeys, int argc,
 		goto out;
 	}
 	snprintf(nk, sizeof(nk), "%d", nkeys);
-	av[0] = "EVALSHA";
-	al[0] = 7;
-	av[1] = st->sha[idx];
-	al[1] = 40;
-	av[2] = nk;
-	al[2] = strlen(nk);
-	for (int j = 0; j < argc; j++) {
-		av[3 + j] = argv[j];
-		al[3 + j] = lens[j];
-	}
+	evalsha_argv(st, idx, nk, argc, argv, lens, av, al);
 	/* the arguments are copied into the output buffer here */
 	if (redisAppendCommandArgv(st->c, argc + 3, av, al) != REDIS_OK) {
 		drop_connection(st, st->c->errstr);
