@@ -70,11 +70,10 @@ static void slot_holder(char *buf, size_t cap, const char *run, const char *task
 struct acquire_args {
 	char run_key[STATE_KEY_MAX], ti_key[STATE_KEY_MAX], lease_key[STATE_KEY_MAX],
 		set_key[STATE_KEY_MAX], member[STATE_KEY_MAX];
-	char att[16], ttl[24], now[24], ntags[8], nkeys_s[16];
-	/* argv[0..3) is room for "EVALSHA sha nkeys" (the pipelined call); the script's keys
-	 * and arguments (argc of them, nkeys keys first) start at argv[3]: 4 + 2n + 1 keys and
+	char att[16], ttl[24], now[24], ntags[8];
+	/* The script's keys and arguments (argc of them, nkeys keys first): 4 + 2n + 1 keys and
 	 * 6 + 2n arguments for n tags. */
-	const char *argv[3 + 11 + 4 * SL_STATE_MAX_TAGS];
+	const char *argv[11 + 4 * SL_STATE_MAX_TAGS];
 	int nkeys, argc;
 };
 
@@ -91,7 +90,7 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 	snprintf(a->ttl, sizeof(a->ttl), "%ld", ttl_ms);
 	snprintf(a->now, sizeof(a->now), "%lld", (long long)sl_now_ms());
 	snprintf(a->ntags, sizeof(a->ntags), "%d", ts->n);
-	a->argc = 3;
+	a->argc = 0;
 	a->argv[a->argc++] = a->run_key;
 	a->argv[a->argc++] = a->ti_key;
 	a->argv[a->argc++] = a->lease_key;
@@ -102,7 +101,7 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 		a->argv[a->argc++] = ts->wait[i];
 	if (ts->n)
 		a->argv[a->argc++] = "sluice:semtags";
-	a->nkeys = a->argc - 3;
+	a->nkeys = a->argc;
 	a->argv[a->argc++] = a->att;
 	a->argv[a->argc++] = worker;
 	a->argv[a->argc++] = a->ttl;
@@ -113,8 +112,6 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 		a->argv[a->argc++] = ts->limit[i];
 	for (int i = 0; i < ts->n; i++)
 		a->argv[a->argc++] = ts->tag[i];
-	a->argc -= 3;
-	snprintf(a->nkeys_s, sizeof(a->nkeys_s), "%d", a->nkeys);
 }
 
 /* The lease_acquire reply as a status: ok, busy/full, anything else stale. */
@@ -145,7 +142,7 @@ enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const c
 		goto out;
 	acquire_args_fill(a, ts, run, task, idx, attempt, worker, ttl_ms);
 	err = SL_ERR_REDIS;
-	if (!(r = state_eval(st, "lease_acquire", a->nkeys, a->argc, &a->argv[3], NULL)))
+	if (!(r = state_eval(st, "lease_acquire", a->nkeys, a->argc, a->argv, NULL)))
 		goto out;
 	if (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING)
 		err = acquire_reply(r);
@@ -205,29 +202,26 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 	struct acquire_args *a = NULL;
 	redisReply **replies = NULL;
 	const char *const **argv = NULL;
-	int *argc = NULL;
+	int *argc = NULL, *nkeys = NULL;
 	const char *(*hget)[4] = NULL;
 	char (*limits_key)[STATE_KEY_MAX] = NULL;
-	int script = -1;
 	enum sl_err err = SL_OK;
 
 	for (size_t i = 0; i < n; i++)
 		reqs[i].err = SL_ERR_REDIS;
 	if (n == 0)
 		return SL_OK;
-	for (int i = 0; sl_lua_scripts[i].name; i++)
-		if (!strcmp(sl_lua_scripts[i].name, "lease_acquire"))
-			script = i;
 	/* Not zeroed: ~10 KB each, and every field read is written first. */
 	ts = malloc(n * sizeof(*ts));
 	a = malloc(n * sizeof(*a));
 	replies = calloc(n, sizeof(*replies));
 	argv = calloc(n, sizeof(*argv));
 	argc = calloc(n, sizeof(*argc));
+	nkeys = calloc(n, sizeof(*nkeys));
 	hget = calloc(n, sizeof(*hget));
 	limits_key = calloc(n, sizeof(*limits_key));
-	if (script < 0 || !ts || !a || !replies || !argv || !argc || !hget || !limits_key) {
-		err = script < 0 ? SL_ERR_REDIS : SL_ERR_NOMEM;
+	if (!ts || !a || !replies || !argv || !argc || !nkeys || !hget || !limits_key) {
+		err = SL_ERR_NOMEM;
 		for (size_t i = 0; i < n; i++)
 			reqs[i].err = err;
 		goto out;
@@ -249,13 +243,11 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 			replies[i] = NULL;
 			acquire_args_fill(&a[i], &ts[i], reqs[i].run, reqs[i].task, reqs[i].idx,
 					  reqs[i].attempt, worker, reqs[i].ttl_ms);
-			a[i].argv[0] = "EVALSHA";
-			a[i].argv[1] = st->sha[script];
-			a[i].argv[2] = a[i].nkeys_s;
 			argv[i] = a[i].argv;
-			argc[i] = a[i].argc + 3;
+			argc[i] = a[i].argc;
+			nkeys[i] = a[i].nkeys;
 		}
-		pipeline(st, n, argc, argv, replies);
+		state_eval_pipeline(st, "lease_acquire", n, nkeys, argc, argv, NULL, replies);
 	} else {
 		for (size_t i = 0; i < n; i++) {
 			if (replies[i])
@@ -263,9 +255,8 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 			replies[i] = NULL;
 		}
 	}
-	/* Anything but a lease_acquire answer (connection lost, NOSCRIPT after a script flush,
-	 * a script error) goes through the one-call path, which reconnects and reloads the
-	 * scripts. A call that ran but whose reply was lost answers ok again to its holder, and
+	/* Anything but a lease_acquire answer (round trip 1 failed, or Redis still failing after
+	 * the pipeline's own reconnects and script reloads) goes through the one-call path. A call that ran but whose reply was lost answers ok again to its holder, and
 	 * stale or busy where it had said busy or full: the dispatch is dropped either way. Once
 	 * that fails too, Redis is down: the rest fail at once. */
 	for (size_t i = 0; i < n; i++) {
@@ -289,6 +280,7 @@ out:
 	free(limits_key);
 	free(hget);
 	free(argc);
+	free(nkeys);
 	free(argv);
 	free(replies);
 	free(a);

@@ -449,7 +449,7 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 	size_t *len = NULL, bytes = 0;
 	const char *const **argvp = NULL;
 	const size_t **lensp = NULL;
-	int *argc = NULL;
+	int *argc = NULL, *nkeys = NULL;
 	redisReply **replies = NULL;
 	char *buf = NULL, *w;
 	enum sl_err err = SL_ERR_NOMEM;
@@ -466,9 +466,10 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 	argvp = malloc(sizeof(*argvp) * n);
 	lensp = malloc(sizeof(*lensp) * n);
 	argc = malloc(sizeof(*argc) * n);
+	nkeys = malloc(sizeof(*nkeys) * n);
 	replies = calloc(n, sizeof(*replies));
 	buf = malloc(bytes);
-	if (!v || !len || !argvp || !lensp || !argc || !replies || !buf)
+	if (!v || !len || !argvp || !lensp || !argc || !nkeys || !replies || !buf)
 		goto out;
 	w = buf;
 	for (size_t i = 0; i < n; i++) {
@@ -477,8 +478,9 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 		argvp[i] = v + i * RESULT_ARGC;
 		lensp[i] = len + i * RESULT_ARGC;
 		argc[i] = RESULT_ARGC;
+		nkeys[i] = 4;
 	}
-	state_eval_pipeline(st, "result_apply", 4, n, argc, argvp, lensp, replies);
+	state_eval_pipeline(st, "result_apply", n, nkeys, argc, argvp, lensp, replies);
 	err = SL_OK;
 	for (size_t i = 0; i < n; i++) {
 		errs[i] = replies[i] ? reply_to_transition(replies[i], &out[i]) : SL_ERR_REDIS;
@@ -492,6 +494,7 @@ out:
 	free(replies);
 	free(buf);
 	free(argc);
+	free(nkeys);
 	free(lensp);
 	free(argvp);
 	free(len);

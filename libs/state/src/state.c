@@ -1,5 +1,4 @@
 /* state.c - the Redis connection, URL parsing, script loading and EVALSHA with reconnect. */
-#include <hiredis/sds.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -284,127 +283,6 @@ static int script_index(const char *name)
 	return -1;
 }
 
-/* Bytes of queued commands a transaction keeps before writing them to Redis. */
-#define TX_FLUSH_BYTES (256 * 1024)
-
-/* Drops the connection: Redis discards an open MULTI with it; the next call reconnects. */
-static void drop_connection(struct sl_state *st, const char *why)
-{
-	SL_WARN("redis transaction: %s", why);
-	redisFree(st->c);
-	st->c = NULL;
-}
-
-int state_tx_begin(struct sl_state *st, struct state_tx *tx)
-{
-	memset(tx, 0, sizeof(*tx));
-	tx->st = st;
-	if (!ensure_connected(st))
-		return -1;
-	if (redisAppendCommand(st->c, "MULTI") != REDIS_OK) {
-		drop_connection(st, st->c->errstr);
-		return -1;
-	}
-	return 0;
-}
-
-int state_tx_eval(struct state_tx *tx, const char *name, int nkeys, int argc,
-		  const char *const *argv, const size_t *lens)
-{
-	struct sl_state *st = tx->st;
-	const char *args[3 + 64], **av = args;
-	size_t alens[3 + 64], *al = alens;
-	int idx = script_index(name), rc = -1, done = 0;
-	char nk[16];
-
-	if (!st->c)
-		return -1; /* dropped by an earlier call of this transaction */
-	if (idx < 0) {
-		SL_ERROR("redis: no script named %s", name);
-		drop_connection(st, "unknown script");
-		return -1;
-	}
-	if (argc > 64 && (!(av = malloc(sizeof(*av) * (size_t)(argc + 3))) ||
-			  !(al = malloc(sizeof(*al) * (size_t)(argc + 3))))) {
-		drop_connection(st, "out of memory");
-		goto out;
-	}
-	snprintf(nk, sizeof(nk), "%d", nkeys);
-	evalsha_argv(st, idx, nk, argc, argv, lens, av, al);
-	/* the arguments are copied into the output buffer here */
-	if (redisAppendCommandArgv(st->c, argc + 3, av, al) != REDIS_OK) {
-		drop_connection(st, st->c->errstr);
-		goto out;
-	}
-	tx->queued++;
-	/* A big transaction goes out as it is built: memory stays one flush, not the whole. */
-	while (sdslen(st->c->obuf) > TX_FLUSH_BYTES && !done) {
-		if (redisBufferWrite(st->c, &done) != REDIS_OK) {
-			drop_connection(st, st->c->errstr);
-			goto out;
-		}
-	}
-	rc = 0;
-out:
-	if (av != args)
-		free(av);
-	if (al != alens)
-		free(al);
-	return rc;
-}
-
-redisReply *state_tx_exec(struct state_tx *tx)
-{
-	struct sl_state *st = tx->st;
-	redisReply *r = NULL, *exec = NULL;
-
-	if (!st->c)
-		return NULL;
-	if (redisAppendCommand(st->c, "EXEC") != REDIS_OK) {
-		drop_connection(st, st->c->errstr);
-		return NULL;
-	}
-	/* MULTI's +OK and one +QUEUED per script, then EXEC's array. */
-	for (size_t i = 0; i < tx->queued + 2; i++) {
-		if (redisGetReply(st->c, (void **)&r) != REDIS_OK) {
-			freeReplyObject(exec);
-			drop_connection(st, st->c->errstr);
-			return NULL;
-		}
-		if (i == tx->queued + 1)
-			exec = r;
-		else
-			freeReplyObject(r);
-	}
-	if (exec && exec->type != REDIS_REPLY_ARRAY) {
-		SL_ERROR("redis transaction aborted: %s",
-			 exec->type == REDIS_REPLY_ERROR ? exec->str : "no reply array");
-		freeReplyObject(exec);
-		exec = NULL;
-	}
-	return exec;
-}
-
-void state_tx_abort(struct state_tx *tx)
-{
-	if (tx->st->c)
-		drop_connection(tx->st, "aborted by its caller");
-}
-
-redisReply *state_eval_atomic(struct sl_state *st, size_t count, const char *const *names,
-			      const int *nkeys, const int *argc, const char *const *const *argv,
-			      const size_t *const *lens)
-{
-	struct state_tx tx;
-
-	if (state_tx_begin(st, &tx) < 0)
-		return NULL;
-	for (size_t i = 0; i < count; i++)
-		if (state_tx_eval(&tx, names[i], nkeys[i], argc[i], argv[i], lens[i]) < 0)
-			return NULL;
-	return state_tx_exec(&tx);
-}
-
 /* Writes the RESP header of a count (c '*') or a length (c '$') at w; returns the end. */
 static char *resp_len(char *w, char c, size_t v)
 {
@@ -435,7 +313,7 @@ static char *resp_bulk(char *w, const char *s, size_t len)
 /* Queues EVALSHA sha nk argv... on c, formatted here in one buffer: hiredis's
  * redisAppendCommandArgv formats each argument's length with sdscatfmt, which callgrind put
  * at ~14,000 instructions per result_apply call, most of the planner's cost of a result.
- * Returns REDIS_OK or REDIS_ERR (out of memory). */
+ * lens NULL: argv are C strings. Returns REDIS_OK or REDIS_ERR (out of memory). */
 static int append_evalsha(redisContext *c, const char *sha, const char *nk, int argc,
 			  const char *const *argv, const size_t *lens)
 {
@@ -444,7 +322,7 @@ static int append_evalsha(redisContext *c, const char *sha, const char *nk, int 
 	int rc;
 
 	for (int i = 0; i < argc; i++)
-		cap += lens[i];
+		cap += lens ? lens[i] : strlen(argv[i]);
 	if (!(buf = malloc(cap)))
 		return REDIS_ERR;
 	w = resp_len(buf, '*', (size_t)argc + 3);
@@ -452,19 +330,18 @@ static int append_evalsha(redisContext *c, const char *sha, const char *nk, int 
 	w = resp_bulk(w, sha, 40);
 	w = resp_bulk(w, nk, strlen(nk));
 	for (int i = 0; i < argc; i++)
-		w = resp_bulk(w, argv[i], lens[i]);
+		w = resp_bulk(w, argv[i], lens ? lens[i] : strlen(argv[i]));
 	rc = redisAppendFormattedCommand(c, buf, (size_t)(w - buf));
 	free(buf);
 	return rc;
 }
 
-void state_eval_pipeline(struct sl_state *st, const char *name, int nkeys, size_t count,
+void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, const int *nkeys,
 			 const int *argc, const char *const *const *argv,
 			 const size_t *const *lens, redisReply **replies)
 {
 	int idx = script_index(name);
 	unsigned char *fin = calloc(count ? count : 1, 1);
-	char nk[16];
 
 	for (size_t i = 0; i < count; i++)
 		replies[i] = NULL;
@@ -474,18 +351,20 @@ void state_eval_pipeline(struct sl_state *st, const char *name, int nkeys, size_
 	}
 	if (!fin)
 		goto out;
-	snprintf(nk, sizeof(nk), "%d", nkeys);
 	for (int tries = 0; tries < 3; tries++) {
 		int reload = 0, pending = 0;
 
 		if (!ensure_connected(st))
 			continue;
 		for (size_t i = 0; i < count && st->c; i++) {
+			char nk[16];
+
 			if (fin[i])
 				continue;
+			snprintf(nk, sizeof(nk), "%d", nkeys[i]);
 			/* copied into the output buffer here; sent by the first redisGetReply */
-			if (append_evalsha(st->c, st->sha[idx], nk, argc[i], argv[i], lens[i]) !=
-			    REDIS_OK) {
+			if (append_evalsha(st->c, st->sha[idx], nk, argc[i], argv[i],
+					   lens ? lens[i] : NULL) != REDIS_OK) {
 				SL_WARN("redis pipeline %s: out of memory", name);
 				redisFree(st->c);
 				st->c = NULL;

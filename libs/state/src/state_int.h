@@ -24,40 +24,15 @@ struct sl_state {
 redisReply *state_eval(struct sl_state *st, const char *name, int nkeys, int argc,
 		       const char **argv, const size_t *lens);
 
-/* Runs several scripts as one MULTI/EXEC transaction, pipelined: either all of them are
- * applied or (connection lost before EXEC) none. names[i] gets nkeys[i] keys followed by its
- * args (argv[i][0..argc[i]), lengths lens[i]). Returns the EXEC reply (an array with one
- * reply per script; caller frees with freeReplyObject) or NULL on a connection or script
- * loading error, after which the connection is dropped. */
-redisReply *state_eval_atomic(struct sl_state *st, size_t count, const char *const *names,
-			      const int *nkeys, const int *argc, const char *const *const *argv,
-			      const size_t *const *lens);
-
-/* A MULTI/EXEC transaction written to Redis while it is built (each queued call goes out once
- * the output buffer passes 256 KiB), so a transaction of any size needs the memory of one
- * flush, not of the whole. state_tx_begin() returns 0, or -1 when Redis is unreachable;
- * state_tx_eval() queues script name (as state_eval_atomic) and returns 0, or -1 after which
- * the connection is dropped (which discards the transaction) and only state_tx_exec() may
- * follow, returning NULL; state_tx_exec() returns the EXEC reply (caller frees) or NULL
- * (nothing applied). state_tx_abort() discards an open transaction. */
-struct state_tx {
-	struct sl_state *st;
-	size_t queued;
-};
-int state_tx_begin(struct sl_state *st, struct state_tx *tx);
-int state_tx_eval(struct state_tx *tx, const char *name, int nkeys, int argc,
-		  const char *const *argv, const size_t *lens);
-redisReply *state_tx_exec(struct state_tx *tx);
-void state_tx_abort(struct state_tx *tx);
-
 /* Runs count calls of script name pipelined: every call is sent, then the replies are read in
  * order: one round trip, and Redis answers (and, with appendfsync always, fsyncs) all the calls
- * it reads in one event-loop turn together. Call i gets nkeys keys followed by its args (argv[i][0..argc[i]), lengths
- * lens[i]). Calls answered NOSCRIPT are sent again after the scripts are reloaded, and calls
- * without a reply after a connection error are sent again after a reconnect (3 tries, as
- * state_eval()). replies[i] gets call i's reply (caller frees with freeReplyObject) or NULL
- * when it failed (connection error, or a script error, which is logged). */
-void state_eval_pipeline(struct sl_state *st, const char *name, int nkeys, size_t count,
+ * it reads in one event-loop turn together. Call i gets nkeys[i] keys followed by its args
+ * (argv[i][0..argc[i]), lengths lens[i]; lens NULL: C strings). Calls answered NOSCRIPT are
+ * sent again after the scripts are reloaded, and calls without a reply after a connection
+ * error are sent again after a reconnect (3 tries, as state_eval()). replies[i] gets call i's
+ * reply (caller frees with freeReplyObject) or NULL when it failed (connection error, or a
+ * script error, which is logged). */
+void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, const int *nkeys,
 			 const int *argc, const char *const *const *argv,
 			 const size_t *const *lens, redisReply **replies);
 
