@@ -57,7 +57,8 @@ enum sl_err sl_state_reap_instances(struct sl_state *st, int64_t now_ms,
 	const char *argv[7];
 	redisReply *r;
 	struct sl_reaped *res = NULL;
-	enum sl_err err = SL_ERR_REDIS;
+	size_t pairs;
+	enum sl_err err;
 
 	*out = NULL;
 	*n = 0;
@@ -70,18 +71,11 @@ enum sl_err sl_state_reap_instances(struct sl_state *st, int64_t now_ms,
 	argv[0] = "sluice:active";
 	for (int i = 0; i < 6; i++)
 		argv[i + 1] = v[i];
-	if (!(r = state_eval(st, "reap_instances", 1, 7, argv, NULL)))
-		return SL_ERR_REDIS;
-	if (r->type != REDIS_REPLY_ARRAY)
+	if ((err = state_eval_pairs(st, "reap_instances", 7, argv, sizeof(*res), &r,
+				    (void **)&res, &pairs)) != SL_OK)
 		goto out;
-	err = SL_OK;
-	if (r->elements < 2)
-		goto out;
-	if (!(res = calloc(r->elements / 2, sizeof(*res)))) {
-		err = SL_ERR_NOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+	for (size_t p = 0; p < pairs; p++) {
+		size_t i = 2 * p;
 		struct sl_reaped *e = &res[*n];
 		redisReply *d = r->element[i + 1];
 
@@ -120,7 +114,8 @@ enum sl_err sl_state_reap_nodes(struct sl_state *st, int64_t now_ms, long settle
 	const char *argv[4];
 	redisReply *r;
 	struct sl_ready_node *res = NULL;
-	enum sl_err err = SL_ERR_REDIS;
+	size_t pairs;
+	enum sl_err err;
 
 	*out = NULL;
 	*n = 0;
@@ -131,18 +126,11 @@ enum sl_err sl_state_reap_nodes(struct sl_state *st, int64_t now_ms, long settle
 	argv[1] = now;
 	argv[2] = settle;
 	argv[3] = lim;
-	if (!(r = state_eval(st, "reap_nodes", 1, 4, argv, NULL)))
-		return SL_ERR_REDIS;
-	if (r->type != REDIS_REPLY_ARRAY)
+	if ((err = state_eval_pairs(st, "reap_nodes", 4, argv, sizeof(*res), &r, (void **)&res,
+				    &pairs)) != SL_OK)
 		goto out;
-	err = SL_OK;
-	if (r->elements < 2)
-		goto out;
-	if (!(res = calloc(r->elements / 2, sizeof(*res)))) {
-		err = SL_ERR_NOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+	for (size_t p = 0; p < pairs; p++) {
+		size_t i = 2 * p;
 		struct sl_ready_node *e = &res[*n];
 
 		if (r->element[i]->type != REDIS_REPLY_STRING ||

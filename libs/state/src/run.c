@@ -518,7 +518,8 @@ enum sl_err sl_state_timers_due(struct sl_state *st, int64_t now_ms, int limit,
 	const char *argv[3];
 	redisReply *r;
 	struct sl_due *due = NULL;
-	enum sl_err err = SL_ERR_REDIS;
+	size_t pairs;
+	enum sl_err err;
 
 	*out = NULL;
 	*n = 0;
@@ -527,18 +528,11 @@ enum sl_err sl_state_timers_due(struct sl_state *st, int64_t now_ms, int limit,
 	argv[0] = "sluice:timers";
 	argv[1] = now;
 	argv[2] = lim;
-	if (!(r = state_eval(st, "timers_due", 1, 3, argv, NULL)))
-		return SL_ERR_REDIS;
-	if (r->type != REDIS_REPLY_ARRAY)
+	if ((err = state_eval_pairs(st, "timers_due", 3, argv, sizeof(*due), &r, (void **)&due,
+				    &pairs)) != SL_OK)
 		goto out;
-	err = SL_OK;
-	if (r->elements < 2)
-		goto out;
-	if (!(due = calloc(r->elements / 2, sizeof(*due)))) {
-		err = SL_ERR_NOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+	for (size_t p = 0; p < pairs; p++) {
+		size_t i = 2 * p;
 		char buf[STATE_KEY_MAX];
 		char *run, *task, *idx, *att, *save = NULL;
 		struct sl_due *d = &due[*n];

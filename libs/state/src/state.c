@@ -275,6 +275,24 @@ out:
 	return r;
 }
 
+enum sl_err state_eval_pairs(struct sl_state *st, const char *name, int argc, const char **argv,
+			     size_t elem_size, redisReply **reply, void **arr, size_t *npairs)
+{
+	redisReply *r = state_eval(st, name, 1, argc, argv, NULL);
+
+	*reply = r;
+	*arr = NULL;
+	*npairs = 0;
+	if (!r || r->type != REDIS_REPLY_ARRAY)
+		return SL_ERR_REDIS;
+	if (r->elements < 2)
+		return SL_OK;
+	if (!(*arr = calloc(r->elements / 2, elem_size)))
+		return SL_ERR_NOMEM;
+	*npairs = r->elements / 2;
+	return SL_OK;
+}
+
 static int script_index(const char *name)
 {
 	for (int i = 0; sl_lua_scripts[i].name; i++)

@@ -24,6 +24,13 @@ struct sl_state {
 redisReply *state_eval(struct sl_state *st, const char *name, int nkeys, int argc,
 		       const char **argv, const size_t *lens);
 
+/* Runs script name with one key (argv[0]) and argc - 1 args, whose reply is a flat array of
+ * pairs, and allocates a zeroed array of as many elements of elem_size for the caller to fill.
+ * *reply (caller frees; may be NULL) and *arr (caller frees; NULL for no pairs) are set;
+ * returns SL_OK, SL_ERR_REDIS (no reply, or not an array) or SL_ERR_NOMEM. */
+enum sl_err state_eval_pairs(struct sl_state *st, const char *name, int argc, const char **argv,
+			     size_t elem_size, redisReply **reply, void **arr, size_t *npairs);
+
 /* Runs count calls of script name pipelined: every call is sent, then the replies are read in
  * order: one round trip, and Redis answers (and, with appendfsync always, fsyncs) all the calls
  * it reads in one event-loop turn together. Call i gets nkeys[i] keys followed by its args
