@@ -21,24 +21,6 @@ static pid_t planner, worker, httpd;
 static int http_port;
 static char served[512], work_dir[512];
 
-/* A port nobody listens on right now (the kernel's pick for port 0). */
-static int free_port(void)
-{
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
-
 static int port_answers(int port)
 {
 	struct sockaddr_in a;
@@ -127,7 +109,7 @@ static void start_services(void)
 	free(big);
 	free(bin);
 
-	ck_assert_int_gt(http_port = free_port(), 0);
+	ck_assert_int_gt(http_port = e2e_free_port(), 0);
 	ck_assert_int_gt(httpd = spawn_httpd(served, http_port), 0);
 	until = sl_mono_ms() + e2e_ms(20000);
 	while (!port_answers(http_port) && sl_mono_ms() < until)

@@ -221,22 +221,6 @@ static char *ti_worker(const char *run, const char *task, int idx)
 	return w;
 }
 
-/* A free loopback TCP port (the kernel's pick; closed again at once). */
-static int free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET};
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-
-	ck_assert_int_ge(fd, 0);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
 static int port_open(int port)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -259,7 +243,7 @@ static pid_t start_http_server(const char *dir, int *port)
 	pid_t pid = -1;
 	int64_t deadline;
 
-	*port = free_port();
+	*port = e2e_free_port();
 	snprintf(portbuf, sizeof(portbuf), "%d", *port);
 	snprintf(logpath, sizeof(logpath), "%s/logs/examples-http.log", getenv("SLUICE_TEST_TMP"));
 	posix_spawn_file_actions_init(&fa);

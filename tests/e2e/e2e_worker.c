@@ -22,15 +22,13 @@ static pid_t planner;
 static int planner_port;
 static char planner_http[32];
 
-static int free_port(void);
-
 static void start_services(void)
 {
 	const char *pargs[] = {"--flows-dir", E2E_FLOWS, "--lease-ttl", "3s", "--http",
 			       planner_http, NULL};
 
 	e2e_require_env();
-	planner_port = free_port();
+	planner_port = e2e_free_port();
 	snprintf(planner_http, sizeof(planner_http), "127.0.0.1:%d", planner_port);
 	planner = e2e_spawn("worker-planner", "sluice-planner", pargs, NULL);
 	ck_assert_int_gt(planner, 0);
@@ -88,23 +86,6 @@ static void stop_services(void)
 {
 	sweep_workers();
 	e2e_stop(planner, SIGTERM, 15000);
-}
-
-static int free_port(void)
-{
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
 }
 
 /* GET path from 127.0.0.1:port (HTTP/1.0); returns the status (-1 when nothing answers) and
@@ -240,7 +221,7 @@ START_TEST(high_priority_dispatches_start_first)
 {
 	char gate[600], param[700], *block, *run, *state, *blk_state;
 	const char *gate_param[] = {param, NULL};
-	int port = free_port();
+	int port = e2e_free_port();
 	char http[32];
 	pid_t w;
 	long hi_max = 0, lo_min = -1;
@@ -307,7 +288,7 @@ START_TEST(inline_builtins_run_while_every_slot_is_busy)
 {
 	char gate[600], param[700], *run, *st, *out, *state;
 	const char *params[] = {param, NULL};
-	int port = free_port();
+	int port = e2e_free_port();
 	char http[32];
 	pid_t w;
 	int64_t until;
@@ -357,7 +338,7 @@ END_TEST
 START_TEST(health_endpoints_answer)
 {
 	static char body[65536];
-	int port = free_port();
+	int port = e2e_free_port();
 	char http[32];
 	pid_t w;
 	int64_t until;

@@ -72,4 +72,7 @@ void e2e_produce(const char *topic, const char *key, const void *data, size_t le
  * timeout. Returns 1 if found. */
 int e2e_find_deadletter(const char *needle, const void *payload, size_t len, long timeout_ms);
 
+/* A loopback port nobody listens on right now (the kernel's pick for port 0), or -1. */
+int e2e_free_port(void);
+
 #endif
