@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "sluice/kafka.h"
+#include "sluice/util.h"
 
 #define MAX_QUEUES 64
 #define MAX_PARTITIONS 10000
@@ -34,7 +35,7 @@ static int valid_queue(const char *q)
 
 	if (n == 0 || n > 200)
 		return 0;
-	if ((n >= 5 && !strcmp(q + n - 5, ".high")) || (n >= 4 && !strcmp(q + n - 4, ".low")))
+	if (sl_queue_is_band(q))
 		return 0;
 	return strspn(q, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
 }

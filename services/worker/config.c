@@ -52,13 +52,6 @@ static int valid_queue(const char *q)
 	return 1;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-
-	return n >= m && !strcmp(s + n - m, suffix);
-}
-
 /* Keeps hostname characters that are safe in ids and keys; returns the length written. */
 static size_t host_part(char *buf, size_t cap)
 {
@@ -91,7 +84,7 @@ enum sl_err worker_config_finish(struct worker_config *cfg, char *errstr, size_t
 			 WORKER_QUEUE_MAX, cfg->queue ? cfg->queue : "");
 		return SL_ERR_CONFIG;
 	}
-	if (ends_with(cfg->queue, ".high") || ends_with(cfg->queue, ".low")) {
+	if (sl_queue_is_band(cfg->queue)) {
 		/* sluice.tasks.<q>.high is the high band of queue <q>, not a queue of its own. */
 		snprintf(errstr, errlen, "queue \"%s\" must not end in .high or .low (those name "
 			 "priority bands)", cfg->queue);

@@ -118,3 +118,11 @@ char *sl_output_to_json(const char *data, size_t len)
 	json_decref(v);
 	return out;
 }
+
+int sl_queue_is_band(const char *queue)
+{
+	size_t n = strlen(queue);
+
+	return (n >= 5 && !strcmp(queue + n - 5, ".high")) ||
+	       (n >= 4 && !strcmp(queue + n - 4, ".low"));
+}

@@ -158,15 +158,6 @@ static int match_charset(const char *s, int ident)
 	return 1;
 }
 
-/* Topic sluice.tasks.<q>.high and .low are the priority bands of queue <q> (docs/worker.md),
- * so a queue of that name would share a band's topic. */
-static int is_band_name(const char *q)
-{
-	size_t n = strlen(q);
-
-	return (n >= 5 && !strcmp(q + n - 5, ".high")) || (n >= 4 && !strcmp(q + n - 4, ".low"));
-}
-
 static int all_in(const char *p, const char *set)
 {
 	return *p && strspn(p, set) == strlen(p);
@@ -498,7 +489,7 @@ static int parse_setting(struct pctx *pc, const char *key, yaml_node_t *v, struc
 		if (!match_charset(str, 0))
 			return perr(pc, v, "bad queue name '%s' (use [a-zA-Z0-9_.-], at most %d)",
 				    str, MAX_NAME);
-		if (is_band_name(str))
+		if (sl_queue_is_band(str))
 			return perr(pc, v, "queue name '%s' must not end in .high or .low (those "
 				    "are priority bands of a queue)", str);
 		if (!(q = dup_or_err(pc, v, str)))
@@ -1051,7 +1042,7 @@ static int parse_conditions(struct pctx *pc, struct sl_flow_task *t, yaml_node_t
 		if (!match_charset(s, 0))
 			return perr(pc, q, "bad queue name '%s' (use [a-zA-Z0-9_.-], at most %d)", s,
 				    MAX_NAME);
-		if (is_band_name(s))
+		if (sl_queue_is_band(s))
 			return perr(pc, q, "queue name '%s' must not end in .high or .low (those "
 				    "are priority bands of a queue)", s);
 		if (!(rt->queue = dup_or_err(pc, q, s)))

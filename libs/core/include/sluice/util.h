@@ -24,6 +24,10 @@ void sl_id_new(const char *prefix, char *buf, size_t cap);
 /* SHA-256 of data as 64 lowercase hex digits + NUL into hex (cap >= 65). */
 void sl_sha256_hex(const void *data, size_t len, char *hex, size_t cap);
 
+/* 1 when queue names a priority band of another queue (ends in ".high" or ".low": topic
+ * sluice.tasks.<q>.high is queue <q>'s high band), so it cannot be a queue of its own. */
+int sl_queue_is_band(const char *queue);
+
 /* Copies src into dst (cap >= 1), always NUL-terminated; returns strlen(src). */
 size_t sl_strlcpy(char *dst, const char *src, size_t cap);
 
