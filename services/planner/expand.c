@@ -116,7 +116,7 @@ enum sl_err planner_ensure_queue(struct planner *p, const char *queue)
 		return SL_ERR_KAFKA;
 	}
 	/* so that the first dispatch to the queue does not wait for librdkafka's topic scan */
-	sl_kafka_producer_warm(p->producer, topics, 3, 5000);
+	sl_kafka_producer_warm(p->dispatcher, topics, 3, 5000);
 	if (p->nqueues < PLANNER_MAX_QUEUES && (p->queues[p->nqueues] = strdup(queue)))
 		p->nqueues++;
 	return SL_OK;
@@ -136,7 +136,7 @@ static enum sl_err produce_dispatch(struct planner *p, const char *queue, int pr
 	/* Keyed per instance, not per run, so one run's fan-out spreads over all partitions
 	 * and therefore over all workers of the queue. */
 	snprintf(key, sizeof(key), "%s/%s/%d", run, task, idx);
-	return sl_kafka_produce(p->producer, topic, key, strlen(key), buf, len, NULL);
+	return sl_kafka_produce(p->dispatcher, topic, key, strlen(key), buf, len, NULL);
 }
 
 /* Encodes the TaskDispatch of one instance. Caller frees *buf. */

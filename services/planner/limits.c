@@ -109,7 +109,7 @@ static enum sl_err redispatch(struct planner *p, const char *holder)
 	/* The reaper counts a dispatch as lost from queued_ms on. */
 	r = sl_state_command(p->state, "HSET sluice:{%s}:ti:%s:%d queued_ms %lld", run, task,
 			     idx, (long long)sl_now_ms());
-	if ((rc = sl_kafka_produce(p->producer, topic, key, strlen(key), buf, len, NULL)) != SL_OK)
+	if ((rc = sl_kafka_produce(p->dispatcher, topic, key, strlen(key), buf, len, NULL)) != SL_OK)
 		goto out;
 	SL_DEBUG("run %s: %s[%d] attempt %u got a concurrency slot; re-dispatched", run, task,
 		 idx, attempt);

@@ -232,7 +232,10 @@ int main(int argc, char **argv)
 	if (stop_requested)
 		goto out;
 	p.producer = sl_kafka_producer_new(p.cfg.kafka_brokers, 1, NULL, NULL, err, sizeof(err));
-	if (!p.producer) {
+	if (p.producer)
+		p.dispatcher = sl_kafka_producer_new_unordered(
+			p.cfg.kafka_brokers, PLANNER_DISPATCH_LINGER_MS, err, sizeof(err));
+	if (!p.producer || !p.dispatcher) {
 		SL_ERROR("kafka producer: %s", err);
 		goto out;
 	}
@@ -271,6 +274,7 @@ int main(int argc, char **argv)
 		}
 		planner_on_schedules(&p);
 		sl_kafka_producer_poll(p.producer, 0);
+		sl_kafka_producer_poll(p.dispatcher, 0);
 		if (reload_requested) {
 			reload_requested = 0;
 			planner_flows_destroy(p.flows);
@@ -284,6 +288,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	sl_kafka_consumer_destroy(p.consumer);
+	sl_kafka_producer_destroy(p.dispatcher);
 	sl_kafka_producer_destroy(p.producer);
 	sl_state_destroy(p.state);
 	planner_flows_destroy(p.flows);

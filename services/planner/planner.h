@@ -43,10 +43,14 @@ struct planner_run {
 
 #define PLANNER_RUN_CACHE 128
 #define PLANNER_MAX_QUEUES 64
+/* Dispatches: a lone one (a chain's next hop) leaves at once; one that follows others not
+ * yet acknowledged waits up to this many ms to share their produce request (a fan-out). */
+#define PLANNER_DISPATCH_LINGER_MS 5
 
 struct planner {
 	struct planner_config cfg;
-	struct sl_kafka_producer *producer;
+	struct sl_kafka_producer *producer;   /* ordered: run events, requests, dead letters */
+	struct sl_kafka_producer *dispatcher; /* unordered: task dispatches */
 	struct sl_kafka_consumer *consumer;
 	struct sl_state *state;
 	struct planner_flows *flows;

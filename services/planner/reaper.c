@@ -52,7 +52,7 @@ static enum sl_err redispatch(struct planner *p, const struct sl_reaped *e)
 		goto out;
 	snprintf(topic, sizeof(topic), "%s%s", SL_TOPIC_TASKS_PREFIX, queue);
 	snprintf(key, sizeof(key), "%s/%s/%d", e->run, e->task, e->idx);
-	if ((rc = sl_kafka_produce(p->producer, topic, key, strlen(key), buf, len, NULL)) != SL_OK)
+	if ((rc = sl_kafka_produce(p->dispatcher, topic, key, strlen(key), buf, len, NULL)) != SL_OK)
 		goto out;
 	SL_WARN("run %s: %s[%d] re-dispatched as attempt %u (%s)", e->run, e->task, e->idx,
 		e->attempt, e->reason);

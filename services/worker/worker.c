@@ -178,8 +178,8 @@ struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t
 		snprintf(errstr, errlen, "stopped before kafka answered");
 		goto fail;
 	}
-	if (!(w->producer = sl_kafka_producer_new(cfg->kafka_brokers, WORKER_PRODUCER_LINGER_MS,
-						  NULL, NULL, errstr, errlen)))
+	if (!(w->producer = sl_kafka_producer_new_unordered(
+		      cfg->kafka_brokers, WORKER_PRODUCER_LINGER_MS, errstr, errlen)))
 		goto fail;
 	warm_up(w);
 	/* Each Redis user gets its own connection: hiredis contexts are not thread-safe. */

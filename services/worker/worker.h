@@ -24,9 +24,10 @@
 #define WORKER_PENDING_MAX 32  /* room for them plus what arrives while pausing */
 #define WORKER_TOPIC_PARTITIONS 8
 #define WORKER_DEFAULT_MAX_OUTPUT (1024 * 1024)
-/* Results: a lone one goes out within 1 ms; results produced together (a batch of inline
- * built-ins, slots ending at once) share a produce request. SLUICE_KAFKA_LINGER_MS overrides. */
-#define WORKER_PRODUCER_LINGER_MS 1
+/* Results go through an unordered producer (sl_kafka_producer_new_unordered): a lone one
+ * leaves at once, one that follows others still unacknowledged waits up to this many ms so
+ * that a busy worker's results share produce requests. SLUICE_KAFKA_LINGER_MS overrides. */
+#define WORKER_PRODUCER_LINGER_MS 5
 #define WORKER_MIN_LEASE_TTL_MS 300L
 #define WORKER_BACKOFF_MIN_MS 100L
 #define WORKER_BACKOFF_MAX_MS 5000L
@@ -98,7 +99,7 @@ struct worker {
 	char topic_high[sizeof("sluice.tasks..high") + WORKER_QUEUE_MAX];
 	char topic_low[sizeof("sluice.tasks..low") + WORKER_QUEUE_MAX];
 	char group[sizeof("sluice-workers.") + WORKER_QUEUE_MAX];
-	struct sl_kafka_producer *producer;
+	struct sl_kafka_producer *producer; /* unordered: results, dead letters */
 	struct sl_kafka_consumer *consumer;
 	struct sl_state *st;       /* the consume loop's connection */
 	struct sl_state *lease_st; /* the lease thread's */

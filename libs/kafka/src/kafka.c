@@ -12,6 +12,7 @@ extern char **environ;
 
 struct sl_kafka_producer {
 	rd_kafka_t *rk;
+	rd_kafka_t *rk_now; /* unordered producers only: linger 0, used while rk is idle */
 	sl_kafka_delivery_cb *on_delivery;
 	void *ctx;
 };
@@ -107,13 +108,43 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
 			       msg->err ? rd_kafka_err2str(msg->err) : NULL, p->ctx);
 }
 
+/* One idempotent librdkafka producer handle whose reports go to p. */
+static rd_kafka_t *producer_handle_new(struct sl_kafka_producer *p, const char *brokers,
+				       int linger_ms, char *errstr, size_t errlen)
+{
+	rd_kafka_conf_t *conf;
+	rd_kafka_t *rk = NULL;
+	char linger[32];
+
+	snprintf(linger, sizeof(linger), "%d", linger_ms);
+	if (!(conf = base_conf(brokers, errstr, errlen)))
+		return NULL;
+	if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "linger.ms", linger, errstr, errlen) ||
+	    rd_kafka_conf_set(conf, "message.max.bytes", "2097152", errstr, errlen))
+		goto out;
+	/* Nobody waits for successes: only failures (logged) make a delivery report, so the
+	 * out queue counts just what the broker has not acknowledged yet. */
+	if (!p->on_delivery &&
+	    rd_kafka_conf_set(conf, "delivery.report.only.error", "true", errstr, errlen))
+		goto out;
+	if (sl_kafka_conf_from_env(conf, errstr, errlen) != SL_OK)
+		goto out;
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+	rd_kafka_conf_set_opaque(conf, p);
+	if ((rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errlen)))
+		conf = NULL; /* owned by rk now */
+out:
+	if (conf)
+		rd_kafka_conf_destroy(conf);
+	return rk;
+}
+
 struct sl_kafka_producer *sl_kafka_producer_new(const char *brokers, int linger_ms,
 						sl_kafka_delivery_cb *on_delivery, void *ctx,
 						char *errstr, size_t errlen)
 {
 	struct sl_kafka_producer *p = calloc(1, sizeof(*p));
-	rd_kafka_conf_t *conf = NULL;
-	char linger[32];
 
 	if (!p) {
 		snprintf(errstr, errlen, "out of memory");
@@ -121,34 +152,48 @@ struct sl_kafka_producer *sl_kafka_producer_new(const char *brokers, int linger_
 	}
 	p->on_delivery = on_delivery;
 	p->ctx = ctx;
-	snprintf(linger, sizeof(linger), "%d", linger_ms);
-	if (!(conf = base_conf(brokers, errstr, errlen)))
-		goto fail;
-	if (rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errlen) ||
-	    rd_kafka_conf_set(conf, "linger.ms", linger, errstr, errlen) ||
-	    rd_kafka_conf_set(conf, "message.max.bytes", "2097152", errstr, errlen) ||
-	    sl_kafka_conf_from_env(conf, errstr, errlen) != SL_OK)
-		goto fail;
-	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-	rd_kafka_conf_set_opaque(conf, p);
-	if (!(p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errlen)))
-		goto fail;
-	return p; /* conf is owned by rk now */
-fail:
-	if (conf)
-		rd_kafka_conf_destroy(conf);
-	free(p);
-	return NULL;
+	if (!(p->rk = producer_handle_new(p, brokers, linger_ms, errstr, errlen))) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+struct sl_kafka_producer *sl_kafka_producer_new_unordered(const char *brokers, int linger_ms,
+							  char *errstr, size_t errlen)
+{
+	struct sl_kafka_producer *p = sl_kafka_producer_new(brokers, linger_ms, NULL, NULL, errstr,
+							    errlen);
+
+	if (p && !(p->rk_now = producer_handle_new(p, brokers, 0, errstr, errlen))) {
+		sl_kafka_producer_destroy(p);
+		return NULL;
+	}
+	return p;
+}
+
+/* An unordered producer sends a message at once when nothing it sent before is still
+ * unacknowledged (a chain's next hop waits for it), else through the lingering handle so
+ * that a busy stream shares produce requests. Measured with librdkafka 2.0.2
+ * (docs/performance.md): an idempotent handle whose message waits behind an unacknowledged
+ * request polls its socket without sleeping (~25% of a core per worker at 400 results/s);
+ * with linger, the wait is a sleep. */
+static rd_kafka_t *pick_handle(struct sl_kafka_producer *p)
+{
+	if (p->rk_now && rd_kafka_outq_len(p->rk_now) == 0 && rd_kafka_outq_len(p->rk) == 0)
+		return p->rk_now;
+	return p->rk;
 }
 
 enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, const void *key,
 			     size_t keylen, const void *payload, size_t len, void *opaque)
 {
+	rd_kafka_t *rk = pick_handle(p);
 	int64_t tries = 0;
 
 	for (;;) {
 		rd_kafka_resp_err_t err = rd_kafka_producev(
-			p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+			rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 			RD_KAFKA_V_KEY((void *)key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
 			RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
 		if (!err)
@@ -157,18 +202,25 @@ enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, con
 			SL_ERROR("kafka produce to %s failed: %s", topic, rd_kafka_err2str(err));
 			return SL_ERR_KAFKA;
 		}
-		rd_kafka_poll(p->rk, 100);
+		rd_kafka_poll(rk, 100);
 	}
 }
 
 int sl_kafka_producer_poll(struct sl_kafka_producer *p, int timeout_ms)
 {
-	return rd_kafka_poll(p->rk, timeout_ms);
+	int n = p->rk_now ? rd_kafka_poll(p->rk_now, 0) : 0;
+
+	return n + rd_kafka_poll(p->rk, timeout_ms);
 }
 
 enum sl_err sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms)
 {
-	return rd_kafka_flush(p->rk, timeout_ms) ? SL_ERR_TIMEOUT : SL_OK;
+	int64_t until = sl_mono_ms() + timeout_ms;
+
+	if (p->rk_now && rd_kafka_flush(p->rk_now, timeout_ms))
+		return SL_ERR_TIMEOUT;
+	timeout_ms = (int)(until - sl_mono_ms());
+	return rd_kafka_flush(p->rk, timeout_ms > 0 ? timeout_ms : 0) ? SL_ERR_TIMEOUT : SL_OK;
 }
 
 rd_kafka_t *sl_kafka_producer_handle(struct sl_kafka_producer *p)
@@ -176,31 +228,45 @@ rd_kafka_t *sl_kafka_producer_handle(struct sl_kafka_producer *p)
 	return p->rk;
 }
 
-void sl_kafka_producer_warm(struct sl_kafka_producer *p, const char *const *topics, size_t n,
-			    int timeout_ms)
+/* Fetches topics' metadata on one handle, so that its first message does not wait. */
+static void handle_warm(rd_kafka_t *rk, const char *const *topics, size_t n, int timeout_ms)
 {
 	for (size_t i = 0; i < n; i++) {
-		rd_kafka_topic_t *t = rd_kafka_topic_new(p->rk, topics[i], NULL);
+		rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topics[i], NULL);
 		const struct rd_kafka_metadata *md = NULL;
 
 		if (!t)
 			continue;
-		if (rd_kafka_metadata(p->rk, 0, t, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		if (rd_kafka_metadata(rk, 0, t, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR)
 			rd_kafka_metadata_destroy(md);
 		rd_kafka_topic_destroy(t);
 	}
+}
+
+void sl_kafka_producer_warm(struct sl_kafka_producer *p, const char *const *topics, size_t n,
+			    int timeout_ms)
+{
+	handle_warm(p->rk, topics, n, timeout_ms);
+	if (p->rk_now)
+		handle_warm(p->rk_now, topics, n, timeout_ms);
+}
+
+/* Flushes up to 10 s and destroys one handle. Accepts NULL. */
+static void handle_destroy(rd_kafka_t *rk)
+{
+	if (!rk)
+		return;
+	if (rd_kafka_flush(rk, 10000))
+		SL_WARN("kafka producer closed with %d undelivered messages", rd_kafka_outq_len(rk));
+	rd_kafka_destroy(rk);
 }
 
 void sl_kafka_producer_destroy(struct sl_kafka_producer *p)
 {
 	if (!p)
 		return;
-	if (p->rk) {
-		if (rd_kafka_flush(p->rk, 10000))
-			SL_WARN("kafka producer closed with %d undelivered messages",
-				rd_kafka_outq_len(p->rk));
-		rd_kafka_destroy(p->rk);
-	}
+	handle_destroy(p->rk_now);
+	handle_destroy(p->rk);
 	free(p);
 }
 

@@ -34,11 +34,20 @@ typedef void(sl_kafka_delivery_cb)(void *opaque, enum sl_err err, const char *re
 enum sl_err sl_kafka_conf_from_env(rd_kafka_conf_t *conf, char *errstr, size_t errlen);
 
 /* Creates an idempotent producer (enable.idempotence=true, acks=all). linger_ms tunes
- * batching (0 for lowest latency). on_delivery may be NULL; ctx is passed to it (borrowed).
- * Returns NULL and fills errstr on error. */
+ * batching (0 for lowest latency). on_delivery may be NULL (then only failed deliveries make
+ * a report, which is logged); ctx is passed to it (borrowed). Returns NULL and fills errstr
+ * on error. */
 struct sl_kafka_producer *sl_kafka_producer_new(const char *brokers, int linger_ms,
 						sl_kafka_delivery_cb *on_delivery, void *ctx,
 						char *errstr, size_t errlen);
+
+/* As sl_kafka_producer_new without delivery callback, for messages whose relative order does
+ * not matter (dispatches and results: both are fenced by attempt). A message produced while
+ * nothing sent before is unacknowledged leaves at once (linger 0, for a chain's hop); one
+ * that follows unacknowledged messages waits up to linger_ms to share their produce request.
+ * Two librdkafka handles underneath, so two messages may reach a partition out of order. */
+struct sl_kafka_producer *sl_kafka_producer_new_unordered(const char *brokers, int linger_ms,
+							  char *errstr, size_t errlen);
 
 /* Queues one message (payload and key are copied). Blocks up to 5 s while the local queue
  * is full, serving delivery reports. Thread-safe. */
@@ -47,6 +56,7 @@ enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, con
 
 /* Serves delivery reports for up to timeout_ms. Returns the number served. */
 int sl_kafka_producer_poll(struct sl_kafka_producer *p, int timeout_ms);
+
 
 /* Waits until every queued message is delivered or failed, up to timeout_ms.
  * Returns SL_ERR_TIMEOUT if some are still queued. */
