@@ -32,7 +32,7 @@ def wait_ready(app, want, deadline_s=60):
 
 
 def run(t, args):
-    from celery import chain, chord, group
+    from celery import chain, group
 
     n = args.n
     t0 = time.perf_counter()
@@ -44,16 +44,28 @@ def run(t, args):
         res = chain([t.noop.si()] + [t.noop.si() for _ in range(n - 1)]).apply_async()
         res.get(timeout=None, propagate=True)
     else:
-        # inc and dec fan out, add zips them (each add waits for its pair), total reduces.
-        incs = group(t.inc.s(i, args.sleep) for i in range(n)).apply_async()
-        decs = group(t.dec.s(i, args.sleep) for i in range(n)).apply_async()
-        xs = incs.join_native(propagate=True)
-        ys = decs.join_native(propagate=True)
-        res = chord((t.add.s((x, y), args.sleep) for x, y in zip(xs, ys)), t.total.s()).apply_async()
-        got = res.get(timeout=None, propagate=True)
-        if got != n * (n - 1):
-            raise SystemExit(f"celery: diamond total {got}, expected {n * (n - 1)}")
+        raise SystemExit("celery: the diamond goes through diamond_once")
     return time.perf_counter() - t0
+
+
+def diamond_once(t, body, n, sleep, commands):
+    """One diamond: inc and dec fan out, add zips them once both groups are done (a barrier,
+    like sluice's), total reduces. Returns the total."""
+    from celery import chord, group
+
+    if body == "commands":
+        incs = group(t.command.s(i, None, commands["inc"], sleep, n) for i in range(n)).apply_async()
+        decs = group(t.command.s(i, None, commands["dec"], sleep, n) for i in range(n)).apply_async()
+    else:
+        incs = group(t.inc.s(i, sleep) for i in range(n)).apply_async()
+        decs = group(t.dec.s(i, sleep) for i in range(n)).apply_async()
+    xs = incs.join_native(propagate=True)
+    ys = decs.join_native(propagate=True)
+    if body == "commands":
+        adds = (t.add_command.s((x, y), commands["add"], sleep, n) for x, y in zip(xs, ys))
+    else:
+        adds = (t.add.s((x, y), sleep) for x, y in zip(xs, ys))
+    return chord(adds, t.total.s()).apply_async().get(timeout=None, propagate=True)
 
 
 def main():
@@ -65,7 +77,12 @@ def main():
     procs, conc = start_workers(args)
     try:
         wait_ready(celery_tasks.app, args.procs)
-        seconds = run(celery_tasks, args)
+        if args.workload == "diamond":
+            extra = common.run_diamond(args, lambda b, n, sleep, cmds: diamond_once(celery_tasks, b, n, sleep, cmds))
+            seconds = extra.pop("seconds", None)
+        else:
+            extra = {}
+            seconds = run(celery_tasks, args)
     finally:
         for p in procs:
             try:
@@ -78,7 +95,8 @@ def main():
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
     common.emit("celery", args, seconds, procs=args.procs, concurrency_per_proc=conc,
-                note="diamond: add starts after all inc/dec (a barrier, like sluice)" if args.workload == "diamond" else None)
+                note="diamond: add starts after all inc/dec (a barrier, like sluice)" if args.workload == "diamond" else None,
+                **extra)
 
 
 if __name__ == "__main__":

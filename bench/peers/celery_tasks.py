@@ -37,5 +37,16 @@ def add(xy, sleep):
 
 
 @app.task
+def command(x, y, cmd, sleep, n):
+    # the diamond's inc/dec/add as sluice runs them: the flow's argv (cmd), integer stdout
+    return common.command_body(x, y, command=cmd, sleep=sleep, n=n)
+
+
+@app.task
+def add_command(xy, cmd, sleep, n):
+    return common.command_body(xy[0], xy[1], command=cmd, sleep=sleep, n=n)
+
+
+@app.task
 def total(values):
     return sum(values)
