@@ -2,7 +2,6 @@
 """prefect_bench.py - the bench workloads on Prefect 3 with prefect-dask's DaskTaskRunner (the seeds' setup)."""
 import atexit
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -24,8 +23,11 @@ def start_server():
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    atexit.register(lambda: os.killpg(proc.pid, signal.SIGTERM) if proc.poll() is None else None)
+                            stderr=subprocess.DEVNULL)
+    # In this script's process group, not a session of its own: when the harness kills the
+    # group of a peer that ran past its time limit, the server goes with it (atexit does not
+    # run then; a server of its own session outlived the 2026-12-06 08:35 run by an hour).
+    atexit.register(lambda: proc.terminate() if proc.poll() is None else None)
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.time() + 180
     while time.time() < deadline:
