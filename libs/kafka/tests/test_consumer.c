@@ -1,7 +1,9 @@
 /* test_consumer.c - the consumer against the session's real Kafka (SLUICE_KAFKA_BROKERS):
- * closing a member at any point of its first group join exits cleanly; the lag probes agree. */
+ * closing a member at any point of its first group join exits cleanly; the lag probes agree;
+ * what an unordered producer holds reaches the broker without anyone polling it. */
 #include <check.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -127,6 +129,59 @@ START_TEST(batched_lag_matches_lag)
 }
 END_TEST
 
+/* An unordered producer holds what is produced while a request is unacknowledged (ADR 20)
+ * and releases it from its delivery reports, on librdkafka's background thread: 2,000
+ * messages produced in a burst, the producer never polled nor flushed, all arrive, once. */
+START_TEST(unordered_producer_releases_held_messages_without_polling)
+{
+	enum { N = 2000 };
+	static unsigned char seen[N];
+	char topic[96], group[96], err[512];
+	const char *topics[1] = {topic};
+	struct sl_kafka_producer *p;
+	struct sl_kafka_consumer *c;
+	int64_t until;
+	int got = 0, dups = 0;
+
+	memset(seen, 0, sizeof(seen));
+	snprintf(topic, sizeof(topic), "sluice.test.unordered-%d", (int)getpid());
+	snprintf(group, sizeof(group), "sluice-test-unordered-%d", (int)getpid());
+	ck_assert_int_eq(sl_kafka_topics_ensure(brokers, topics, 1, 2, err, sizeof(err)), SL_OK);
+	ck_assert_ptr_nonnull(p = sl_kafka_producer_new_unordered(brokers, 5, err, sizeof(err)));
+	for (int i = 0; i < N; i++) {
+		char key[16], val[16];
+
+		snprintf(key, sizeof(key), "k%d", i % 7);
+		snprintf(val, sizeof(val), "%d", i);
+		ck_assert_int_eq(sl_kafka_produce(p, topic, key, strlen(key), val, strlen(val), NULL),
+				 SL_OK);
+	}
+	ck_assert_ptr_nonnull(c = sl_kafka_consumer_new(brokers, group, topics, 1, err, sizeof(err)));
+	until = sl_mono_ms() + 60000;
+	while (got < N && sl_mono_ms() < until) {
+		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 100);
+		char val[16];
+		int i;
+
+		if (!m)
+			continue;
+		snprintf(val, sizeof(val), "%.*s", (int)m->len, (const char *)m->payload);
+		i = atoi(val);
+		ck_assert_int_ge(i, 0);
+		ck_assert_int_lt(i, N);
+		if (seen[i]++)
+			dups++;
+		else
+			got++;
+		rd_kafka_message_destroy(m);
+	}
+	ck_assert_int_eq(got, N);
+	ck_assert_int_eq(dups, 0);
+	sl_kafka_consumer_destroy(c);
+	sl_kafka_producer_destroy(p);
+}
+END_TEST
+
 int main(void)
 {
 	const char *topics[] = {TOPIC};
@@ -148,6 +203,7 @@ int main(void)
 	tcase_add_test(tc, close_during_first_join_does_not_abort);
 	tcase_add_test(tc, close_after_assignment_is_quick);
 	tcase_add_test(tc, batched_lag_matches_lag);
+	tcase_add_test(tc, unordered_producer_releases_held_messages_without_polling);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
