@@ -1,6 +1,6 @@
 /* test_consumer.c - the consumer against the session's real Kafka (SLUICE_KAFKA_BROKERS):
  * closing a member at any point of its first group join exits cleanly; the lag probes agree;
- * what an unordered producer holds reaches the broker without anyone polling it. */
+ * an unordered producer's burst reaches the broker without anyone polling it. */
 #include <check.h>
 #include <stdio.h>
 #include <string.h>
@@ -129,10 +129,10 @@ START_TEST(batched_lag_matches_lag)
 }
 END_TEST
 
-/* An unordered producer holds what is produced while a request is unacknowledged (ADR 20)
- * and releases it from its delivery reports, on librdkafka's background thread: 2,000
- * messages produced in a burst, the producer never polled nor flushed, all arrive, once. */
-START_TEST(unordered_producer_releases_held_messages_without_polling)
+/* An unordered producer (ADR 19) sends a burst over both of its handles without being polled:
+ * 2,000 messages produced at once, the producer never polled nor flushed until they were
+ * read back, all arrive, once. */
+START_TEST(unordered_producer_delivers_a_burst_without_polling)
 {
 	enum { N = 2000 };
 	static unsigned char seen[N];
@@ -203,7 +203,7 @@ int main(void)
 	tcase_add_test(tc, close_during_first_join_does_not_abort);
 	tcase_add_test(tc, close_after_assignment_is_quick);
 	tcase_add_test(tc, batched_lag_matches_lag);
-	tcase_add_test(tc, unordered_producer_releases_held_messages_without_polling);
+	tcase_add_test(tc, unordered_producer_delivers_a_burst_without_polling);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
