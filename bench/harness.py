@@ -411,6 +411,8 @@ class Bench:
             out["error"] = bad[0]["error"] + (f" ({len(bad)} of {len(runs)} runs)" if len(runs) > 1 else "")
             return out
         out["seconds"] = statistics.median(r["seconds"] for r in runs)
+        # a worker that ran no task of a run (dead, or never given a partition) shows in the table
+        out["runs_with_idle_worker"] = sum(1 for r in runs if len(r.get("per_worker", {})) < self.a.workers)
         for k in ("slot_busy_s", "slot_utilisation", "median_queued_to_started_ms"):
             vals = [r[k] for r in runs if r.get(k) is not None]
             if vals:
@@ -736,8 +738,9 @@ def cell(res, w):
                     f"{fmt(res.get('span_per_hop_ms'), ' ms')} first start to last finish /n)")
         return f"{fmt(res.get('per_hop_ms'), ' ms')}/hop (total/n)"
     if w == 4:
-        n = res.get("repeat", 1)
-        return fmt(res.get("seconds"), " s") + (f" (median of {n})" if n > 1 else "")
+        n, idle = res.get("repeat", 1), res.get("runs_with_idle_worker", 0)
+        return (fmt(res.get("seconds"), " s") + (f" (median of {n})" if n > 1 else "")
+                + (f" ({idle} of {n} runs had a worker that ran no task)" if idle else ""))
     if w == 5:
         s = (f"planner peak {fmt(res.get('planner_hwm_mb'), ' MB')}, Redis "
              f"{fmt(res.get('redis_bytes_per_instance'), ' B')}/instance")
