@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "planner.h"
+#include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
 #include "sluice/v1/sluice.pb-c.h"
@@ -350,13 +351,52 @@ static enum sl_err check_rest(struct sl_expander *x, size_t n, char *err, size_t
 	return rc;
 }
 
+/* Sends the dispatches el[0..n) of instances of task t (first: the first one's map index)
+ * as one batched TaskDispatch (ADR 20), or as itself when n is 1. */
+static enum sl_err produce_batch(struct planner *p, struct planner_run *run,
+				 const struct sl_flow_task *t, const char *queue,
+				 ProtobufCBinaryData *el, size_t n, int first)
+{
+	Sluice__V1__TaskDispatch env = SLUICE__V1__TASK_DISPATCH__INIT;
+	uint8_t *buf;
+	size_t len;
+	enum sl_err rc;
+
+	if (n == 1)
+		return produce_dispatch(p, queue, t->priority, run->id, t->name, first, el[0].data,
+					el[0].len);
+	env.schema_version = 1;
+	env.trace_id = run->id;
+	env.run_id = run->id;
+	env.task = t->name;
+	env.queue = (char *)queue;
+	env.map_index = first;
+	env.n_batch = n;
+	env.batch = el;
+	len = sluice__v1__task_dispatch__get_packed_size(&env);
+	if (!(buf = malloc(len)))
+		return SL_ERR_NOMEM;
+	sluice__v1__task_dispatch__pack(&env, buf);
+	rc = produce_dispatch(p, queue, t->priority, run->id, t->name, first, buf, len);
+	free(buf);
+	return rc;
+}
+
 /* Dispatches the instances of chunk c (instances from..) that a write created: the nmade
- * map indexes in made, or all of c when made is NULL. Cached results skip their dispatch. */
+ * map indexes in made, or all of c when made is NULL. Cached results skip their dispatch.
+ * Instances of an inline built-in go SL_BATCH_MAX to a message (ADR 20): a worker runs them
+ * in microseconds, so one message per instance would cost the broker more than the work. */
 static enum sl_err dispatch_created(struct planner *p, struct planner_run *run,
 				    const struct sl_flow_task *t, const char *queue,
 				    const struct chunk *c, size_t from, const int *made,
 				    size_t nmade, const struct sl_expand_ctx *ctx)
 {
+	ProtobufCBinaryData el[SL_BATCH_MAX];
+	size_t nel = 0, bytes = 0;
+	int first = 0;
+	const size_t max = t->kind == SL_TASK_BUILTIN && sl_flow_builtin_is_inline(t->builtin)
+				   ? SL_BATCH_MAX
+				   : 1;
 	enum sl_err rc = SL_OK;
 
 	if (!made)
@@ -364,10 +404,22 @@ static enum sl_err dispatch_created(struct planner *p, struct planner_run *run,
 	for (size_t i = 0; rc == SL_OK && i < nmade; i++) {
 		size_t at = !made ? i : t->nmap ? (size_t)made[i] - from : 0;
 
-		if (at < c->k && !planner_cache_hit(p, run, t, ctx, &c->inst[at]))
-			rc = produce_dispatch(p, queue, t->priority, run->id, t->name,
-					      c->tis[at].idx, c->tis[at].dispatch, c->tis[at].len);
+		if (at >= c->k || planner_cache_hit(p, run, t, ctx, &c->inst[at]))
+			continue;
+		if (nel && (nel == max || bytes + c->tis[at].len > SL_BATCH_BYTES)) {
+			rc = produce_batch(p, run, t, queue, el, nel, first);
+			nel = bytes = 0;
+			if (rc != SL_OK)
+				break;
+		}
+		if (!nel)
+			first = c->tis[at].idx;
+		el[nel].data = c->bufs[at];
+		el[nel++].len = c->tis[at].len;
+		bytes += c->tis[at].len;
 	}
+	if (rc == SL_OK && nel)
+		rc = produce_batch(p, run, t, queue, el, nel, first);
 	return rc;
 }
 

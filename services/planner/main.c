@@ -141,7 +141,8 @@ static int flush_results(struct planner *p, struct planner_result *r, size_t n)
 			planner_fault_point("after_result_apply");
 	for (size_t i = 0; i < n && done; i++) {
 		if ((done = settle(p, &r[i], n - i))) {
-			sl_kafka_consumer_done(p->consumer, r[i].msg);
+			if (r[i].last) /* every result of its message is settled */
+				sl_kafka_consumer_done(p->consumer, r[i].msg);
 			sl_metric_inc(m.results);
 		}
 	}
@@ -156,14 +157,22 @@ static int flush_results(struct planner *p, struct planner_result *r, size_t n)
  * and offsets are stored in order. */
 static void process_batch(struct planner *p, rd_kafka_message_t **msgs, size_t n)
 {
-	static struct planner_result pend[PLANNER_BATCH_MAX];
-	size_t np = 0;
+	/* a message is one result or a batch of SL_BATCH_MAX (ADR 20) */
+	static struct planner_result pend[PLANNER_BATCH_MAX + SL_BATCH_MAX];
+	size_t np = 0, k;
 	int go = 1;
 
 	for (size_t i = 0; i < n && go; i++) {
-		if (!strcmp(rd_kafka_topic_name(msgs[i]->rkt), SL_TOPIC_RESULTS) &&
-		    planner_result_prepare(p, msgs[i], &pend[np])) {
-			np++;
+		int result = !strcmp(rd_kafka_topic_name(msgs[i]->rkt), SL_TOPIC_RESULTS);
+
+		if (result && np >= PLANNER_BATCH_MAX) {
+			go = flush_results(p, pend, np);
+			np = 0;
+			if (!go)
+				break;
+		}
+		if (result && (k = planner_result_prepare(p, msgs[i], &pend[np]))) {
+			np += k;
 			continue;
 		}
 		if (np)

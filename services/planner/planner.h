@@ -133,16 +133,18 @@ struct planner_result {
 	enum sl_err err;               /* of the last apply: SL_OK once applied */
 	int applied;
 	int followed; /* logs and events done (planner_result_follow_up) */
+	int last;     /* the last result of msg (a batch has several, ADR 20): store its offset */
 };
 
 /* Applies one result (the whole path: decode, dead letters, unknown runs, follow-ups). */
 enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg);
-/* Decodes msg (borrowed; it must outlive r) into r for a batch: 1 when it can be applied with
- * planner_results_apply(); 0 (r cleared) when it must go through planner_on_result() alone
- * (undecodable, unknown task, or its run not in the cache: loading a run may evict another
- * that the batch points to). */
-int planner_result_prepare(struct planner *p, const rd_kafka_message_t *msg,
-			   struct planner_result *r);
+/* Decodes msg (borrowed; it must outlive r) into r[0..k) for a batch and returns k: 1 for a
+ * result, up to SL_BATCH_MAX for a batched TaskResult (r must have room for that many), each
+ * to be applied with planner_results_apply(); 0 (r cleared) when msg must go through
+ * planner_on_result() alone (undecodable, unknown task, or its run not in the cache: loading
+ * a run may evict another that the batch points to). */
+size_t planner_result_prepare(struct planner *p, const rd_kafka_message_t *msg,
+			      struct planner_result *r);
 /* Applies r[0..n) not applied yet, in order, with one pipelined Redis call per 512: sets
  * their err, tr and applied. Returns SL_OK or the first failure (retry the call for the ones
  * not applied). */

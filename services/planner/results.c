@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "planner.h"
+#include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
 #include "sluice/v1/sluice.pb-c.h"
@@ -51,23 +52,26 @@ static struct planner_run *run_cached(struct planner *p, const char *run_id)
 
 enum result_decoded { DECODED, DECODE_BAD, DECODE_NO_RUN };
 
-/* Decodes and checks msg into r (zeroed first) and fills r->in. DECODE_BAD: *why says why
- * it is dead-lettered; DECODE_NO_RUN: its run is not in the cache (load == 0) or cannot be
- * loaded (load == 1). Whatever the answer, clear r with planner_result_clear(). */
+/* Checks the TaskResult res (owned from now on; NULL when it did not decode) of msg into r
+ * (zeroed first) and fills r->in. DECODE_BAD: *why says why it is dead-lettered;
+ * DECODE_NO_RUN: its run is not in the
+ * cache (load == 0) or cannot be loaded (load == 1). Whatever the answer, clear r with
+ * planner_result_clear(). */
 static enum result_decoded result_decode(struct planner *p, const rd_kafka_message_t *msg,
-					 struct planner_result *r, int load, const char **why)
+					 Sluice__V1__TaskResult *res, struct planner_result *r,
+					 int load, const char **why)
 {
-	Sluice__V1__TaskResult *res;
 	ssize_t ti;
 
 	memset(r, 0, sizeof(*r));
 	r->msg = msg;
-	if (sl_kafka_check_size(msg) != SL_OK) {
-		*why = "message over the size cap";
+	r->last = 1;
+	if (!(r->res = res)) {
+		*why = "cannot decode TaskResult";
 		return DECODE_BAD;
 	}
-	if (!(r->res = res = sluice__v1__task_result__unpack(NULL, msg->len, msg->payload))) {
-		*why = "cannot decode TaskResult";
+	if (res->n_batch) {
+		*why = "nested batch";
 		return DECODE_BAD;
 	}
 	r->status = status_name(res->status);
@@ -102,14 +106,74 @@ static enum result_decoded result_decode(struct planner *p, const rd_kafka_messa
 	return DECODED;
 }
 
-int planner_result_prepare(struct planner *p, const rd_kafka_message_t *msg,
-			   struct planner_result *r)
+/* Decodes msg into r[0..*k): one result, or each element of a batched TaskResult (ADR 20),
+ * which must all be of its run. The first answer that is not DECODED is the message's (r
+ * then cleared but for r[0], whose res says which run, and why[0..whylen) says what is
+ * wrong); the first element loads the run when load is 1, the others find it cached. */
+static enum result_decoded message_decode(struct planner *p, const rd_kafka_message_t *msg,
+					  struct planner_result *r, size_t *k, int load,
+					  char *why, size_t whylen)
 {
-	const char *why = NULL;
+	Sluice__V1__TaskResult *env;
+	enum result_decoded rc = DECODED;
+	const char *bad = NULL;
 
-	if (result_decode(p, msg, r, 0, &why) == DECODED)
-		return 1;
-	planner_result_clear(r);
+	*k = 0;
+	memset(r, 0, sizeof(*r));
+	if (sl_kafka_check_size(msg) != SL_OK) {
+		snprintf(why, whylen, "message over the size cap");
+		return DECODE_BAD;
+	}
+	env = sluice__v1__task_result__unpack(NULL, msg->len, msg->payload);
+	if (!env || !env->n_batch) {
+		*k = 1;
+		rc = result_decode(p, msg, env, r, load, &bad);
+		if (bad)
+			snprintf(why, whylen, "%s", bad);
+		return rc;
+	}
+	if (env->n_batch > SL_BATCH_MAX || !env->run_id[0]) {
+		snprintf(why, whylen, "%s",
+			 env->run_id[0] ? "batch of more results than SL_BATCH_MAX"
+					: "batched TaskResult needs run_id");
+		rc = DECODE_BAD;
+		goto out;
+	}
+	for (size_t i = 0; i < env->n_batch && rc == DECODED; i++) {
+		Sluice__V1__TaskResult *el = sluice__v1__task_result__unpack(
+			NULL, env->batch[i].len, env->batch[i].data);
+
+		rc = result_decode(p, msg, el, &r[i], i == 0 ? load : 0, &bad);
+		r[i].last = i + 1 == env->n_batch;
+		*k = i + 1;
+		if (rc == DECODED && strcmp(r[i].res->run_id, env->run_id)) {
+			bad = "of another run";
+			rc = DECODE_BAD;
+		}
+		if (rc == DECODE_BAD)
+			snprintf(why, whylen, "batch element %zu: %s", i, bad);
+	}
+	if (rc != DECODED) {
+		/* r[0] keeps a res naming the run (DECODE_NO_RUN reads it) */
+		for (size_t i = 1; i < *k; i++)
+			planner_result_clear(&r[i]);
+		*k = 1;
+	}
+out:
+	sluice__v1__task_result__free_unpacked(env, NULL);
+	return rc;
+}
+
+size_t planner_result_prepare(struct planner *p, const rd_kafka_message_t *msg,
+			      struct planner_result *r)
+{
+	char why[128];
+	size_t k;
+
+	if (message_decode(p, msg, r, &k, 0, why, sizeof(why)) == DECODED)
+		return k;
+	for (size_t i = 0; i < k; i++)
+		planner_result_clear(&r[i]);
 	return 0;
 }
 
@@ -242,16 +306,20 @@ enum sl_err planner_result_follow_up(struct planner *p, struct planner_result *r
 
 enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg)
 {
-	struct planner_result r;
-	const char *why = NULL;
+	struct planner_result *r = calloc(SL_BATCH_MAX, sizeof(*r));
+	char why[128];
 	enum sl_err rc = SL_OK;
+	size_t k = 0;
 
-	switch (result_decode(p, msg, &r, 1, &why)) {
+	if (!r)
+		return SL_ERR_NOMEM;
+	switch (message_decode(p, msg, r, &k, 1, why, sizeof(why))) {
 	case DECODE_BAD:
 		rc = sl_kafka_deadletter(p->producer, "planner", msg, why);
 		goto out;
 	case DECODE_NO_RUN: {
-		redisReply *x = sl_state_command(p->state, "EXISTS sluice:{%s}:run", r.res->run_id);
+		const char *run_id = r[0].res->run_id;
+		redisReply *x = sl_state_command(p->state, "EXISTS sluice:{%s}:run", run_id);
 		if (!x) {
 			rc = SL_ERR_REDIS;
 			goto out;
@@ -259,7 +327,7 @@ enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg)
 		int exists = x->type == REDIS_REPLY_INTEGER && x->integer == 1;
 		freeReplyObject(x);
 		if (exists)
-			SL_WARN("result for run %s ignored: its flow cannot be loaded", r.res->run_id);
+			SL_WARN("result for run %s ignored: its flow cannot be loaded", run_id);
 		else
 			rc = sl_kafka_deadletter(p->producer, "planner", msg,
 						 "result for an unknown run");
@@ -267,11 +335,17 @@ enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg)
 	}
 	case DECODED: break;
 	}
-	if ((rc = planner_results_apply(p, &r, 1)) != SL_OK)
+	if ((rc = planner_results_apply(p, r, k)) != SL_OK)
 		goto out;
 	planner_fault_point("after_result_apply"); /* applied, ready nodes not started */
-	rc = planner_result_follow_up(p, &r);
+	for (size_t i = 0; i < k; i++) {
+		enum sl_err e = planner_result_follow_up(p, &r[i]);
+		if (rc == SL_OK)
+			rc = e;
+	}
 out:
-	planner_result_clear(&r);
+	for (size_t i = 0; i < k; i++)
+		planner_result_clear(&r[i]);
+	free(r);
 	return rc;
 }

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "sluice/flow.h"
 #include "sluice/util.h"
 #include "worker.h"
 
@@ -647,9 +648,7 @@ static const struct {
 
 int worker_builtin_is_inline(const char *name)
 {
-	/* Bounded by their input (1 MiB at most): nothing to poll, nothing to renew. sleep,
-	 * http_get and sha256 can take long or block, and run on slots. */
-	return name && (!strcmp(name, "noop") || !strcmp(name, "echo") || !strcmp(name, "sum"));
+	return sl_flow_builtin_is_inline(name);
 }
 
 void worker_builtin_run(const char *name, const void *input, size_t len, const char *run_dir,

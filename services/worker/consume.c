@@ -1,6 +1,7 @@
 /* consume.c - the Kafka loop: dispatches in by batches, leases acquired together, offsets
  * stored, inline built-ins run here, the rest handed to slots. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sluice/kafka.h"
@@ -71,9 +72,12 @@ static int dead_letter(struct worker *w, rd_kafka_message_t *m, const char *why)
 	return 0;
 }
 
-/* One dispatch of a turn's batch. */
+/* One dispatch of a turn's batch: a message, or one element of a batched message (ADR 20),
+ * whose items follow each other. */
 struct item {
 	rd_kafka_message_t *m;       /* borrowed from the pending buffer */
+	size_t pick;                 /* m's index in the pending buffer */
+	int last;                    /* the last item of m */
 	Sluice__V1__TaskDispatch *d; /* owned until given to a slot; NULL when rejected */
 	char reject[128];            /* why it goes to the dead-letter topic ("" = it does not) */
 	int dup;                     /* running here already: drop it */
@@ -83,35 +87,93 @@ struct item {
 	int consumed;                /* done with: remove from the buffer */
 };
 
-/* Decodes and checks m into it. */
-static void item_decode(struct worker *w, rd_kafka_message_t *m, struct item *it)
+/* Lease ttl and inline flag of the checked dispatch it->d. */
+static void item_finish(struct worker *w, struct item *it)
 {
-	const char *why;
-
-	memset(it, 0, sizeof(*it));
-	it->m = m;
-	it->lease = -1;
-	if (sl_kafka_check_size(m) != SL_OK) {
-		snprintf(it->reject, sizeof(it->reject),
-			 "TaskDispatch of %zu bytes exceeds the %d byte cap", m->len,
-			 SL_KAFKA_MAX_MESSAGE);
-		return;
-	}
-	if (!(it->d = sluice__v1__task_dispatch__unpack(NULL, m->len, m->payload))) {
-		snprintf(it->reject, sizeof(it->reject), "cannot decode TaskDispatch");
-		return;
-	}
-	if ((why = check_dispatch(it->d))) {
-		snprintf(it->reject, sizeof(it->reject), "%s", why);
-		sluice__v1__task_dispatch__free_unpacked(it->d, NULL);
-		it->d = NULL;
-		return;
-	}
 	it->is_inline = it->d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
 			worker_builtin_is_inline(it->d->builtin);
 	it->ttl = it->d->lease_ttl_ms ? (long)it->d->lease_ttl_ms : w->cfg->lease_ttl_ms;
 	if (it->ttl < WORKER_MIN_LEASE_TTL_MS) /* renewing every ttl/3 must stay sane */
 		it->ttl = WORKER_MIN_LEASE_TTL_MS;
+}
+
+/* Decodes and checks the elements of batch env (ADR 20) into it[0..env->n_batch). Returns
+ * NULL, or why the whole message goes to the dead-letter topic (it[] then holds nothing). */
+static const char *batch_decode(struct worker *w, const Sluice__V1__TaskDispatch *env,
+				struct item *it, char *why, size_t whylen)
+{
+	if (env->n_batch > SL_BATCH_MAX) {
+		snprintf(why, whylen, "batch of %zu dispatches exceeds %d", env->n_batch,
+			 SL_BATCH_MAX);
+		return why;
+	}
+	for (size_t i = 0; i < env->n_batch; i++) {
+		const char *bad = NULL;
+
+		it[i].d = sluice__v1__task_dispatch__unpack(NULL, env->batch[i].len,
+							     env->batch[i].data);
+		if (!it[i].d)
+			bad = "cannot decode TaskDispatch";
+		else if (!(bad = check_dispatch(it[i].d)) && it[i].d->n_batch)
+			bad = "nested batch";
+		else if (!bad && !(it[i].d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
+				   worker_builtin_is_inline(it[i].d->builtin)))
+			bad = "not an inline built-in (only noop, echo and sum are batched)";
+		if (bad) {
+			snprintf(why, whylen, "batch element %zu: %s", i, bad);
+			for (size_t j = 0; j <= i; j++) {
+				if (it[j].d)
+					sluice__v1__task_dispatch__free_unpacked(it[j].d, NULL);
+				it[j].d = NULL;
+			}
+			return why;
+		}
+		item_finish(w, &it[i]);
+	}
+	return NULL;
+}
+
+/* Decodes and checks m (pending index pick) into it[0..k) and returns k >= 1: one item per
+ * dispatch, SL_BATCH_MAX at most (a batch), or one rejected item. */
+static size_t message_decode(struct worker *w, rd_kafka_message_t *m, size_t pick,
+			     struct item *it)
+{
+	Sluice__V1__TaskDispatch *d;
+	const char *why;
+	size_t k = 1;
+
+	for (size_t i = 0; i < SL_BATCH_MAX; i++) {
+		memset(&it[i], 0, sizeof(it[i]));
+		it[i].m = m;
+		it[i].pick = pick;
+		it[i].lease = -1;
+	}
+	if (sl_kafka_check_size(m) != SL_OK) {
+		snprintf(it->reject, sizeof(it->reject),
+			 "TaskDispatch of %zu bytes exceeds the %d byte cap", m->len,
+			 SL_KAFKA_MAX_MESSAGE);
+		goto out;
+	}
+	if (!(d = sluice__v1__task_dispatch__unpack(NULL, m->len, m->payload))) {
+		snprintf(it->reject, sizeof(it->reject), "cannot decode TaskDispatch");
+		goto out;
+	}
+	if (d->n_batch) {
+		if (!batch_decode(w, d, it, it->reject, sizeof(it->reject)))
+			k = d->n_batch;
+		sluice__v1__task_dispatch__free_unpacked(d, NULL);
+		goto out;
+	}
+	if ((why = check_dispatch(d))) {
+		snprintf(it->reject, sizeof(it->reject), "%s", why);
+		sluice__v1__task_dispatch__free_unpacked(d, NULL);
+		goto out;
+	}
+	it->d = d;
+	item_finish(w, it);
+out:
+	it[k - 1].last = 1;
+	return k;
 }
 
 static int same_instance(const Sluice__V1__TaskDispatch *a, const Sluice__V1__TaskDispatch *b)
@@ -120,8 +182,9 @@ static int same_instance(const Sluice__V1__TaskDispatch *a, const Sluice__V1__Ta
 	       !strcmp(a->run_id, b->run_id) && !strcmp(a->task, b->task);
 }
 
-/* Runs the inline built-in of it (its lease held since sent_ms) and queues its result. */
-static void run_inline(struct worker *w, struct item *it, int64_t sent_ms)
+/* Runs the inline built-in of it (its lease held since sent_ms) and adds its result to rb. */
+static void run_inline(struct worker *w, struct item *it, int64_t sent_ms,
+		       struct worker_result_batch *rb)
 {
 	const Sluice__V1__TaskDispatch *d = it->d;
 	struct worker_outcome out;
@@ -148,7 +211,7 @@ static void run_inline(struct worker *w, struct item *it, int64_t sent_ms)
 	}
 	sl_metric_inc(out.status == SLUICE__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED ? w->m.succeeded
 										 : w->m.failed);
-	if (worker_result_send(w, d, &out) != SL_OK)
+	if (worker_result_batch_add(w, rb, d, &out) != SL_OK)
 		SL_WARN("%s/%s[%d] attempt %u: result not queued; the lease will lapse", d->run_id,
 			d->task, d->map_index, d->attempt);
 out:
@@ -156,15 +219,18 @@ out:
 }
 
 /* Settles the decoded batch it[0..n) in order, after its leases were asked for (reqs, sent at
- * sent_ms). Offsets are stored in the batch's order, which is each partition's order; once an
- * item of a partition must be retried (Redis or Kafka unavailable), nothing after it in that
- * partition is stored: a leased one still runs (a later offset will cover it), the others
- * stay in the buffer. Returns -1 when some item must be retried. */
+ * sent_ms). Offsets are stored in the batch's order, which is each partition's order, once
+ * every item of a message is settled; once an item of a partition must be retried (Redis or
+ * Kafka unavailable), nothing after it in that partition is stored: a leased one still runs
+ * (a later offset will cover it), the others stay in the buffer. Returns -1 when some item
+ * must be retried. */
 static int settle(struct worker *w, struct item *it, size_t n, const struct sl_lease_req *reqs,
 		  int64_t sent_ms)
 {
 	const rd_kafka_message_t *failed[WORKER_PENDING_MAX];
 	size_t nfailed = 0;
+	int all = 1, store = 1; /* of the current message: every item settled; its offset goes */
+	struct worker_result_batch rb;
 
 	for (size_t i = 0; i < n; i++) {
 		struct item *x = &it[i];
@@ -176,24 +242,24 @@ static int settle(struct worker *w, struct item *it, size_t n, const struct sl_l
 		if (blocked) {
 			if (x->lease >= 0 && err == SL_OK)
 				x->consumed = 1; /* runs; its offset is not stored */
-			continue;
+			store = 0;
+			goto next;
 		}
 		if (x->reject[0]) {
-			if (dead_letter(w, x->m, x->reject) == 0) {
+			store = 0; /* dead_letter() stores it */
+			if (dead_letter(w, x->m, x->reject) == 0)
 				x->consumed = 1;
-				continue;
-			}
-			failed[nfailed++] = x->m;
-			continue;
+			else
+				failed[nfailed++] = x->m;
+			goto next;
 		}
 		if (x->dup) {
 			/* A redelivery (rebalance) of what we run already: the lease script would
 			 * say "ok" to its holder, and running it twice helps no one. */
 			SL_DEBUG("dispatch %s/%s[%d] attempt %u is running here already; dropped",
 				 x->d->run_id, x->d->task, x->d->map_index, x->d->attempt);
-			sl_kafka_consumer_done(w->consumer, x->m);
 			x->consumed = 1;
-			continue;
+			goto next;
 		}
 		switch (err) {
 		case SL_OK:
@@ -210,11 +276,20 @@ static int settle(struct worker *w, struct item *it, size_t n, const struct sl_l
 				 x->d->run_id, x->d->task, x->d->map_index, x->d->attempt);
 			break;
 		default:
-			failed[nfailed++] = x->m;
-			continue;
+			/* the items of one message follow each other: it is listed once */
+			if (!nfailed || failed[nfailed - 1] != x->m)
+				failed[nfailed++] = x->m;
+			store = 0;
+			goto next;
 		}
-		sl_kafka_consumer_done(w->consumer, x->m);
 		x->consumed = 1;
+next:
+		all &= x->consumed;
+		if (x->last) {
+			if (all && store)
+				sl_kafka_consumer_done(w->consumer, x->m);
+			all = store = 1;
+		}
 	}
 	/* Slots first, so their tasks start while the inline ones run here. */
 	for (size_t i = 0; i < n; i++) {
@@ -232,12 +307,14 @@ static int settle(struct worker *w, struct item *it, size_t n, const struct sl_l
 		}
 		x->d = NULL; /* the slot's now */
 	}
+	rb.n = rb.bytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct item *x = &it[i];
 
 		if (x->consumed && x->lease >= 0 && reqs[x->lease].err == SL_OK && x->is_inline)
-			run_inline(w, x, sent_ms);
+			run_inline(w, x, sent_ms, &rb);
 	}
+	worker_result_batch_flush(w, &rb);
 	return nfailed ? -1 : 0;
 }
 
@@ -387,21 +464,20 @@ static rd_kafka_message_t *pending_pop(struct pending *p)
  * duplicates), asks for all their leases in one pipelined round trip and settles them.
  * Returns 1 when something was taken, 0 when nothing could be, -1 when something must be
  * retried (Redis or Kafka unavailable). */
-static int take_batch(struct worker *w, struct pending *p, int free_slots)
+static int take_batch(struct worker *w, struct pending *p, int free_slots, struct item *it,
+		      struct sl_lease_req *reqs)
 {
-	struct item it[WORKER_PENDING_MAX];
-	struct sl_lease_req reqs[WORKER_PENDING_MAX];
 	unsigned char mark[WORKER_PENDING_MAX], keep[WORKER_PENDING_MAX];
-	size_t n = 0, nreq = 0, index[WORKER_PENDING_MAX];
+	size_t n = 0, nreq = 0;
 	int64_t sent;
-	int rc, pick;
+	int rc, pick, all = 1;
 
 	memset(mark, MARK_WAITING, sizeof(mark));
 	while ((pick = pending_pick(p, mark)) >= 0) {
 		struct item *x = &it[n];
+		size_t k = message_decode(w, pending_at(p, (size_t)pick), (size_t)pick, x);
 
-		item_decode(w, pending_at(p, (size_t)pick), x);
-		if (x->d && !x->is_inline) {
+		if (k == 1 && x->d && !x->is_inline) {
 			if (free_slots == 0) {
 				/* Waits for a slot, and so does the rest of its partition; inline
 				 * ones of other partitions may still go. */
@@ -412,18 +488,21 @@ static int take_batch(struct worker *w, struct pending *p, int free_slots)
 			free_slots--;
 		}
 		mark[pick] = MARK_TAKEN;
-		index[n++] = (size_t)pick;
+		n += k;
 	}
 	if (n == 0)
 		return 0;
-	/* Duplicates: running in a slot here, or twice in this batch (a redelivery). */
+	/* Duplicates of what needs a slot: running in a slot here, or twice in this batch (a
+	 * redelivery). An inline one that runs twice only sends a second result, which the
+	 * planner finds stale. */
 	pthread_mutex_lock(&w->lock);
 	for (size_t i = 0; i < n; i++) {
-		if (!it[i].d)
+		if (!it[i].d || it[i].is_inline)
 			continue;
 		it[i].dup = worker_slot_holds(w, it[i].d);
 		for (size_t j = 0; j < i && !it[i].dup; j++)
-			it[i].dup = it[j].d && !it[j].dup && same_instance(it[i].d, it[j].d);
+			it[i].dup = it[j].d && !it[j].is_inline && !it[j].dup &&
+				    same_instance(it[i].d, it[j].d);
 	}
 	pthread_mutex_unlock(&w->lock);
 	for (size_t i = 0; i < n; i++) {
@@ -441,8 +520,12 @@ static int take_batch(struct worker *w, struct pending *p, int free_slots)
 	rc = settle(w, it, n, reqs, sent) < 0 ? -1 : 1;
 	memset(keep, 1, sizeof(keep));
 	for (size_t i = 0; i < n; i++) {
-		if (it[i].consumed)
-			keep[index[i]] = 0;
+		all &= it[i].consumed;
+		if (it[i].last) {
+			if (all) /* every item of the message is settled */
+				keep[it[i].pick] = 0;
+			all = 1;
+		}
 		if (it[i].d)
 			sluice__v1__task_dispatch__free_unpacked(it[i].d, NULL);
 	}
@@ -460,7 +543,15 @@ void worker_consume(struct worker *w)
 	 * start the high-priority ones first. */
 	const size_t prefetch = WORKER_PREFETCH_MAX;
 
+	/* A turn's items: each buffered message is one dispatch or a batch of SL_BATCH_MAX. */
+	struct item *it = calloc(WORKER_PENDING_MAX * SL_BATCH_MAX, sizeof(*it));
+	struct sl_lease_req *reqs = calloc(WORKER_PENDING_MAX * SL_BATCH_MAX, sizeof(*reqs));
+
 	memset(&p, 0, sizeof(p));
+	if (!it || !reqs) {
+		SL_ERROR("out of memory for the consume loop's buffers");
+		atomic_store(&w->draining, 1);
+	}
 	for (;;) {
 		rd_kafka_message_t *m;
 		int free_slots, want_pause;
@@ -474,7 +565,7 @@ void worker_consume(struct worker *w)
 		/* stuck: the buffer holds only dispatches waiting for a slot; look again once one
 		 * frees or something new arrives. */
 		if (!draining && p.n && sl_mono_ms() >= retry_at && (!stuck || free_slots > 0)) {
-			int rc = take_batch(w, &p, free_slots);
+			int rc = take_batch(w, &p, free_slots, it, reqs);
 
 			stuck = rc == 0;
 			if (rc < 0) {
@@ -523,4 +614,6 @@ void worker_consume(struct worker *w)
 	/* Messages without a lease are not stored: the group hands them to another member. */
 	while (p.n)
 		rd_kafka_message_destroy(pending_pop(&p));
+	free(it);
+	free(reqs);
 }

@@ -12,6 +12,7 @@
 #include "sluice/config.h"
 #include "sluice/err.h"
 #include "sluice/health.h"
+#include "sluice/kafka.h"
 #include "sluice/v1/sluice.pb-c.h"
 
 #define WORKER_ID_MAX 128      /* worker id (flag or generated) */
@@ -223,6 +224,25 @@ int worker_builtin_is_inline(const char *name);
  * when the producer refused it, SL_ERR_NOMEM. @locality any thread. */
 enum sl_err worker_result_send(struct worker *w, const Sluice__V1__TaskDispatch *d,
 			       struct worker_outcome *out);
+
+/* Results of inline built-ins gathered during one consume turn, sent as batched TaskResults
+ * of one run each (ADR 20): a fan-out of noop tasks costs the broker one message per batch,
+ * not per task. @locality consume thread. */
+struct worker_result_batch {
+	char run[WORKER_RUN_ID_MAX + 1];
+	ProtobufCBinaryData el[SL_BATCH_MAX]; /* encoded TaskResults, owned */
+	size_t n;
+	size_t bytes;
+};
+
+/* Encodes out as the TaskResult of d and adds it to b, first sending what b holds when d is
+ * of another run or b is full. Returns SL_OK, or the error of that send or of the encoding
+ * (logged; the results not sent let their leases lapse, and the reaper re-dispatches). */
+enum sl_err worker_result_batch_add(struct worker *w, struct worker_result_batch *b,
+				    const Sluice__V1__TaskDispatch *d, struct worker_outcome *out);
+
+/* Queues what b holds (one TaskResult as itself, more as one batch) and empties b. */
+enum sl_err worker_result_batch_flush(struct worker *w, struct worker_result_batch *b);
 
 /* Queues out as the TaskResult of d on sluice.tasks.results (key = run id) and marks the
  * slot's result as out, without waiting for the delivery report: the planner releases the

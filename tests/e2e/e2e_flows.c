@@ -10,6 +10,7 @@
 #include "e2e.h"
 #include "sluice/kafka.h"
 #include "sluice/util.h"
+#include "sluice/v1/sluice.pb-c.h"
 
 static pid_t planner, workers[2];
 
@@ -311,6 +312,89 @@ START_TEST(malformed_messages_are_dead_lettered)
 }
 END_TEST
 
+/* A batched TaskDispatch (ADR 20) of two noop elements, the second given as raw bytes. */
+static uint8_t *dispatch_batch(const char *run, const void *second, size_t second_len,
+			       size_t *len)
+{
+	Sluice__V1__TaskDispatch d = SLUICE__V1__TASK_DISPATCH__INIT, env = SLUICE__V1__TASK_DISPATCH__INIT;
+	ProtobufCBinaryData el[2];
+	uint8_t *first, *buf;
+
+	d.schema_version = env.schema_version = 1;
+	d.run_id = env.run_id = (char *)run;
+	d.task = env.task = "fan";
+	d.attempt = 1;
+	d.kind = SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN;
+	d.builtin = "noop";
+	first = malloc(sluice__v1__task_dispatch__get_packed_size(&d));
+	el[0].len = sluice__v1__task_dispatch__pack(&d, first);
+	el[0].data = first;
+	el[1].data = (uint8_t *)second;
+	el[1].len = second_len;
+	env.n_batch = 2;
+	env.batch = el;
+	buf = malloc(sluice__v1__task_dispatch__get_packed_size(&env));
+	*len = sluice__v1__task_dispatch__pack(&env, buf);
+	free(first);
+	return buf;
+}
+
+START_TEST(malformed_batches_are_dead_lettered)
+{
+	char junk[128], run[64], *ok = NULL;
+	Sluice__V1__TaskDispatch cmd = SLUICE__V1__TASK_DISPATCH__INIT;
+	Sluice__V1__TaskResult env = SLUICE__V1__TASK_RESULT__INIT;
+	ProtobufCBinaryData el;
+	char *argv[] = {"true"};
+	uint8_t cmd_bytes[256], *buf;
+	size_t len;
+
+	snprintf(run, sizeof(run), "batch-junk-%lld", (long long)sl_now_ms());
+	snprintf(junk, sizeof(junk), "\xff\xff\xff batch junk %s", run);
+	/* a batch with an element that does not decode: the whole message is dead-lettered */
+	buf = dispatch_batch(run, junk, strlen(junk), &len);
+	e2e_produce("sluice.tasks.default", run, buf, len);
+	ck_assert_msg(e2e_find_deadletter("batch element 1: cannot decode TaskDispatch", buf, len,
+					  30000),
+		      "no dead letter for a batch with an undecodable element");
+	free(buf);
+	/* a command in a batch: only inline built-ins are batched */
+	cmd.schema_version = 1;
+	cmd.run_id = run;
+	cmd.task = "cmd";
+	cmd.attempt = 1;
+	cmd.n_argv = 1;
+	cmd.argv = argv;
+	len = sluice__v1__task_dispatch__pack(&cmd, cmd_bytes);
+	buf = dispatch_batch(run, cmd_bytes, len, &len);
+	e2e_produce("sluice.tasks.default", run, buf, len);
+	ck_assert_msg(e2e_find_deadletter("batch element 1: not an inline built-in", buf, len,
+					  30000),
+		      "no dead letter for a batch holding a command");
+	free(buf);
+	/* a batched TaskResult with an element that does not decode */
+	el.data = (uint8_t *)junk;
+	el.len = strlen(junk);
+	env.schema_version = 1;
+	env.run_id = run;
+	env.n_batch = 1;
+	env.batch = &el;
+	buf = malloc(sluice__v1__task_result__get_packed_size(&env));
+	len = sluice__v1__task_result__pack(&env, buf);
+	e2e_produce("sluice.tasks.results", run, buf, len);
+	ck_assert_msg(e2e_find_deadletter("batch element 0: cannot decode TaskResult", buf, len,
+					  30000),
+		      "no dead letter for a result batch with an undecodable element");
+	free(buf);
+	/* and the services keep going */
+	ck_assert_int_eq(submit_wait("hello", "name=after-batch-junk", &ok), 0);
+	ck_assert(e2e_alive(planner));
+	ck_assert(e2e_alive(workers[0]));
+	ck_assert(e2e_alive(workers[1]));
+	free(ok);
+}
+END_TEST
+
 START_TEST(cli_filters_tables_and_flow_list)
 {
 	char *out = NULL, *run = NULL;
@@ -423,6 +507,7 @@ int main(void)
 		bad_flow_file_is_rejected_with_line,
 		unknown_flow_is_rejected,
 		malformed_messages_are_dead_lettered,
+		malformed_batches_are_dead_lettered,
 		topics_create_makes_queue_and_band_topics,
 		NULL,
 	};

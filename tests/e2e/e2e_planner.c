@@ -135,6 +135,116 @@ static const char *node_message(const struct ev *ev, size_t n, const char *task)
 	return "";
 }
 
+/* How task's instances of run travelled on topic (read from the beginning, fresh group, for
+ * up to timeout_ms or until want instances were seen): messages that carried them (*msgs,
+ * *batches of which were batched, ADR 20) and how many times each map index came (seen[idx],
+ * idx < FANOUT). Returns the number of instances seen. */
+static int read_instances(const char *topic, const char *run, const char *task, int want,
+			  int *msgs, int *batches, int *seen, long timeout_ms)
+{
+	char err[256], group[64];
+	const char *topics[] = {topic};
+	struct sl_kafka_consumer *c;
+	int64_t deadline = sl_mono_ms() + e2e_ms(timeout_ms);
+	int dispatches = !strcmp(topic, "sluice.tasks.default"), n = 0;
+
+	*msgs = *batches = 0;
+	sl_id_new("e2e-batch-", group, sizeof(group));
+	c = sl_kafka_consumer_new(getenv("SLUICE_KAFKA_BROKERS"), group, topics, 1, err,
+				  sizeof(err));
+	ck_assert_msg(c != NULL, "consumer: %s", err);
+	while (n < want && sl_mono_ms() < deadline) {
+		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 200);
+		int here = 0;
+
+		if (!m)
+			continue;
+		if (dispatches) {
+			Sluice__V1__TaskDispatch *d =
+				sluice__v1__task_dispatch__unpack(NULL, m->len, m->payload);
+			for (size_t i = 0; d && i < (d->n_batch ? d->n_batch : 1); i++) {
+				Sluice__V1__TaskDispatch *e =
+					d->n_batch ? sluice__v1__task_dispatch__unpack(
+							     NULL, d->batch[i].len, d->batch[i].data)
+						   : d;
+				if (e && !strcmp(e->run_id, run) && !strcmp(e->task, task) &&
+				    e->map_index >= 0 && e->map_index < FANOUT) {
+					seen[e->map_index]++;
+					here++;
+				}
+				if (e && e != d)
+					sluice__v1__task_dispatch__free_unpacked(e, NULL);
+			}
+			*batches += here && d->n_batch;
+			if (d)
+				sluice__v1__task_dispatch__free_unpacked(d, NULL);
+		} else {
+			Sluice__V1__TaskResult *r =
+				sluice__v1__task_result__unpack(NULL, m->len, m->payload);
+			for (size_t i = 0; r && i < (r->n_batch ? r->n_batch : 1); i++) {
+				Sluice__V1__TaskResult *e =
+					r->n_batch ? sluice__v1__task_result__unpack(
+							     NULL, r->batch[i].len, r->batch[i].data)
+						   : r;
+				if (e && !strcmp(e->run_id, run) && !strcmp(e->task, task) &&
+				    e->map_index >= 0 && e->map_index < FANOUT) {
+					seen[e->map_index]++;
+					here++;
+				}
+				if (e && e != r)
+					sluice__v1__task_result__free_unpacked(e, NULL);
+			}
+			*batches += here && r->n_batch;
+			if (r)
+				sluice__v1__task_result__free_unpacked(r, NULL);
+		}
+		*msgs += here > 0;
+		n += here;
+		rd_kafka_message_destroy(m);
+	}
+	sl_kafka_consumer_destroy(c);
+	return n;
+}
+
+START_TEST(noop_fan_out_travels_in_batches)
+{
+	static int seen[FANOUT];
+	char nparam[32];
+	const char *params[] = {nparam, NULL};
+	char *run, *state;
+	int msgs, batches, n;
+
+	snprintf(nparam, sizeof(nparam), "n=%d", FANOUT);
+	run = e2e_submit(FLOWS "/planner_batch.yaml", params);
+	ck_assert_ptr_nonnull(run);
+	state = e2e_wait_run_end(run, 120000);
+	ck_assert_msg(state && !strcmp(state, "FAILED"), "run %s: %s", run,
+		      state ? state : "timeout");
+	free(state);
+	ck_assert_int_eq(field_long(run, "tasks_done"), FANOUT + 1);
+	/* Dispatches: 300 noop instances in ceil(300 / 64) = 5 batches, each instance once. */
+	memset(seen, 0, sizeof(seen));
+	n = read_instances("sluice.tasks.default", run, "fan", FANOUT, &msgs, &batches, seen,
+			   60000);
+	ck_assert_int_eq(n, FANOUT);
+	ck_assert_int_eq(msgs, (FANOUT + SL_BATCH_MAX - 1) / SL_BATCH_MAX);
+	ck_assert_int_eq(batches, msgs);
+	for (int i = 0; i < FANOUT; i++)
+		ck_assert_msg(seen[i] == 1, "fan[%d] dispatched %d times", i, seen[i]);
+	/* Results: each instance's result came, batched per consume turn of a worker (a turn
+	 * takes whole dispatch batches, so a result message carries many). */
+	memset(seen, 0, sizeof(seen));
+	n = read_instances("sluice.tasks.results", run, "fan", FANOUT, &msgs, &batches, seen,
+			   60000);
+	ck_assert_int_ge(n, FANOUT);
+	for (int i = 0; i < FANOUT; i++)
+		ck_assert_msg(seen[i] >= 1, "no result for fan[%d]", i);
+	ck_assert_msg(msgs <= FANOUT / 8 && batches >= 1,
+		      "%d results came in %d messages (%d batched)", n, msgs, batches);
+	free(run);
+}
+END_TEST
+
 START_TEST(backlog_applies_once_and_events_stay_per_node)
 {
 	static struct ev ev[4096];
@@ -208,7 +318,8 @@ END_TEST
 
 int main(void)
 {
-	const TTest *tests[] = {backlog_applies_once_and_events_stay_per_node, NULL};
+	const TTest *tests[] = {noop_fan_out_travels_in_batches,
+				backlog_applies_once_and_events_stay_per_node, NULL};
 
 	return e2e_run_suite("e2e_planner", start_services, stop_services, 240, tests);
 }

@@ -1650,6 +1650,11 @@ void sl_flow_destroy(struct sl_flow *flow)
 	free(flow);
 }
 
+int sl_flow_builtin_is_inline(const char *name)
+{
+	return name && (!strcmp(name, "noop") || !strcmp(name, "echo") || !strcmp(name, "sum"));
+}
+
 ssize_t sl_flow_task_index(const struct sl_flow *flow, const char *name)
 {
 	if (!flow || !name)

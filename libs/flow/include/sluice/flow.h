@@ -148,6 +148,11 @@ struct sl_flow *sl_flow_load(const char *path, char *errstr, size_t errlen);
 /* Frees everything. Accepts NULL. */
 void sl_flow_destroy(struct sl_flow *flow);
 
+/* 1 when builtin name runs inline on a worker's consume thread (noop, echo, sum: bounded
+ * by their input, nothing to poll or renew), which is also what the planner may dispatch
+ * in batches (ADR 20); sleep, http_get and sha256 run on slots. */
+int sl_flow_builtin_is_inline(const char *name);
+
 /* Index of the task called name, or -1. */
 ssize_t sl_flow_task_index(const struct sl_flow *flow, const char *name);
 

@@ -20,6 +20,11 @@
 /* Largest message any sluice consumer accepts; bigger ones are dead-lettered unread. */
 #define SL_KAFKA_MAX_MESSAGE (1024 * 1024)
 
+/* A batched TaskDispatch or TaskResult (ADR 20) carries at most this many elements and
+ * this many bytes of them; a bigger batch is dead-lettered. */
+#define SL_BATCH_MAX 64
+#define SL_BATCH_BYTES (256 * 1024)
+
 struct sl_kafka_producer;
 struct sl_kafka_consumer;
 
