@@ -87,6 +87,15 @@ struct item {
 	int consumed;                /* done with: remove from the buffer */
 };
 
+/* An empty item of message m (pending index pick). */
+static void item_init(struct item *it, rd_kafka_message_t *m, size_t pick)
+{
+	memset(it, 0, sizeof(*it));
+	it->m = m;
+	it->pick = pick;
+	it->lease = -1;
+}
+
 /* Lease ttl and inline flag of the checked dispatch it->d. */
 static void item_finish(struct worker *w, struct item *it)
 {
@@ -142,12 +151,7 @@ static size_t message_decode(struct worker *w, rd_kafka_message_t *m, size_t pic
 	const char *why;
 	size_t k = 1;
 
-	for (size_t i = 0; i < SL_BATCH_MAX; i++) {
-		memset(&it[i], 0, sizeof(it[i]));
-		it[i].m = m;
-		it[i].pick = pick;
-		it[i].lease = -1;
-	}
+	item_init(it, m, pick);
 	if (sl_kafka_check_size(m) != SL_OK) {
 		snprintf(it->reject, sizeof(it->reject),
 			 "TaskDispatch of %zu bytes exceeds the %d byte cap", m->len,
@@ -159,6 +163,8 @@ static size_t message_decode(struct worker *w, rd_kafka_message_t *m, size_t pic
 		goto out;
 	}
 	if (d->n_batch) {
+		for (size_t i = 1; i < d->n_batch && i < SL_BATCH_MAX; i++)
+			item_init(&it[i], m, pick);
 		if (!batch_decode(w, d, it, it->reject, sizeof(it->reject)))
 			k = d->n_batch;
 		sluice__v1__task_dispatch__free_unpacked(d, NULL);

@@ -205,21 +205,45 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 	int *argc = NULL, *nkeys = NULL;
 	const char *(*hget)[4] = NULL;
 	char (*limits_key)[STATE_KEY_MAX] = NULL;
+	size_t *task_of = NULL, *first = NULL, ntasks = 0;
 	enum sl_err err = SL_OK;
 
 	for (size_t i = 0; i < n; i++)
 		reqs[i].err = SL_ERR_REDIS;
 	if (n == 0)
 		return SL_OK;
+	/* The distinct (run, task) pairs: a worker's batch holds many instances of few tasks, and
+	 * their tags are read and kept once per task. task_of[i] is request i's pair, first[k]
+	 * the first request of pair k. */
+	task_of = malloc(n * sizeof(*task_of));
+	first = malloc(n * sizeof(*first));
+	if (!task_of || !first) {
+		err = SL_ERR_NOMEM;
+		for (size_t i = 0; i < n; i++)
+			reqs[i].err = err;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t k = ntasks;
+
+		while (k > 0 && (strcmp(reqs[first[k - 1]].task, reqs[i].task) ||
+				 strcmp(reqs[first[k - 1]].run, reqs[i].run)))
+			k--;
+		if (k == 0) {
+			first[ntasks] = i;
+			k = ++ntasks;
+		}
+		task_of[i] = k - 1;
+	}
 	/* Not zeroed: ~10 KB each, and every field read is written first. */
-	ts = malloc(n * sizeof(*ts));
+	ts = malloc(ntasks * sizeof(*ts));
 	a = malloc(n * sizeof(*a));
 	replies = calloc(n, sizeof(*replies));
 	argv = calloc(n, sizeof(*argv));
 	argc = calloc(n, sizeof(*argc));
 	nkeys = calloc(n, sizeof(*nkeys));
-	hget = calloc(n, sizeof(*hget));
-	limits_key = calloc(n, sizeof(*limits_key));
+	hget = calloc(ntasks, sizeof(*hget));
+	limits_key = calloc(ntasks, sizeof(*limits_key));
 	if (!ts || !a || !replies || !argv || !argc || !nkeys || !hget || !limits_key) {
 		err = SL_ERR_NOMEM;
 		for (size_t i = 0; i < n; i++)
@@ -227,22 +251,26 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 		goto out;
 	}
 	/* Round trip 1: every task's concurrency tags (they name the script's keys). */
-	for (size_t i = 0; i < n; i++) {
-		state_key(limits_key[i], sizeof(limits_key[i]), reqs[i].run, "limits");
-		hget[i][0] = "HGET";
-		hget[i][1] = limits_key[i];
-		hget[i][2] = reqs[i].task;
-		argv[i] = hget[i];
-		argc[i] = 3;
+	for (size_t k = 0; k < ntasks; k++) {
+		const struct sl_lease_req *q = &reqs[first[k]];
+
+		state_key(limits_key[k], sizeof(limits_key[k]), q->run, "limits");
+		hget[k][0] = "HGET";
+		hget[k][1] = limits_key[k];
+		hget[k][2] = q->task;
+		argv[k] = hget[k];
+		argc[k] = 3;
 	}
-	if (pipeline(st, n, argc, argv, replies) == n) {
+	if (pipeline(st, ntasks, argc, argv, replies) == ntasks) {
 		/* Round trip 2: the scripts, answered (and fsync'ed) together by Redis. */
+		for (size_t k = 0; k < ntasks; k++) {
+			tags_parse(replies[k], &ts[k]);
+			freeReplyObject(replies[k]);
+			replies[k] = NULL;
+		}
 		for (size_t i = 0; i < n; i++) {
-			tags_parse(replies[i], &ts[i]);
-			freeReplyObject(replies[i]);
-			replies[i] = NULL;
-			acquire_args_fill(&a[i], &ts[i], reqs[i].run, reqs[i].task, reqs[i].idx,
-					  reqs[i].attempt, worker, reqs[i].ttl_ms);
+			acquire_args_fill(&a[i], &ts[task_of[i]], reqs[i].run, reqs[i].task,
+					  reqs[i].idx, reqs[i].attempt, worker, reqs[i].ttl_ms);
 			argv[i] = a[i].argv;
 			argc[i] = a[i].argc;
 			nkeys[i] = a[i].nkeys;
@@ -277,6 +305,8 @@ out:
 	for (size_t i = 0; replies && i < n; i++)
 		if (replies[i])
 			freeReplyObject(replies[i]);
+	free(task_of);
+	free(first);
 	free(limits_key);
 	free(hget);
 	free(argc);
