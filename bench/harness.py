@@ -9,6 +9,7 @@ sluice workload or a baseline gave no figure), 2 the harness itself could not ru
 import argparse
 import datetime
 import hashlib
+import heapq
 import json
 import os
 import platform
@@ -40,6 +41,54 @@ PEER_WORKLOAD = {1: "fanout", 2: "chain", 3: "commands", 4: "diamond"}
 # the compared figure) and "python" (the seed's in-process time.sleep functions: shown too).
 DIAMOND_BODIES = ("commands", "python")
 DIAMOND_BODY_TEXT = {"commands": "same commands", "python": "Python bodies"}
+
+
+
+def diamond_schedules(ti, slots):
+    """What the diamond's own task durations (started..finished) would take on `slots` slots
+    with no overhead at all, scheduled greedily (a free slot takes the oldest ready task): with
+    the node barrier (every inc and dec before any add) and element-wise (add[i] ready once
+    inc[i] and dec[i] are done). The run's wall time minus these is the orchestration's cost;
+    their difference is the barrier's."""
+    dur = {}
+    for i in ti:
+        task, idx = i["key"].split(":ti:", 1)[1].rsplit(":", 1)
+        dur[(task, int(idx))] = (int(i["finished_ms"]) - int(i["started_ms"])) / 1000.0
+    n = 1 + max((k[1] for k in dur if k[0] == "inc"), default=-1)
+    if n == 0 or any((t, j) not in dur for t in ("inc", "dec", "add") for j in range(n)):
+        return {}
+    first = [(t, j) for j in range(n) for t in ("inc", "dec")]
+
+    def makespan(elementwise):
+        free = [0.0] * slots
+        heapq.heapify(free)
+        finish, ready_at = {}, {}  # inc/dec end times; add j -> when its pair was done
+        queue = list(first)
+        if not elementwise:
+            queue += [("add", j) for j in range(n)]
+        end_all = 0.0
+        while queue or ready_at:
+            t = heapq.heappop(free)
+            if not elementwise and queue and queue[0][0] == "add":
+                t = max(t, max(finish.values()))  # the barrier
+            # the oldest ready add goes before the rest of the inc/dec queue
+            ready = [j for j, r in ready_at.items() if r <= t]
+            if ready or (not queue and ready_at):
+                j = min(ready or ready_at, key=ready_at.get)
+                key, t = ("add", j), max(t, ready_at.pop(j))
+            else:
+                key = queue.pop(0)
+            end = t + dur[key]
+            heapq.heappush(free, end)
+            end_all = max(end_all, end)
+            if key[0] != "add":
+                finish[key] = end
+                j = key[1]
+                if elementwise and ("inc", j) in finish and ("dec", j) in finish:
+                    ready_at[j] = max(finish[("inc", j)], finish[("dec", j)])
+        return round(end_all + dur.get(("total", -1), 0.0), 4)
+
+    return {"sim_barrier_s": makespan(False), "sim_elementwise_s": makespan(True)}
 
 
 class HarnessError(Exception):
@@ -260,13 +309,13 @@ class Bench:
 
     def start_planner(self):
         self.planner = Service("planner", [os.path.join(self.bin, "sluice-planner"), "--flows-dir",
-                                           os.path.join(BENCH, "flows"), "--log-level", "warn"], self.logdir)
+                                           os.path.join(BENCH, "flows"), "--log-level", self.a.service_log_level], self.logdir)
 
     def start_workers(self):
         for i in range(self.a.workers):
             self.workers.append(Service(f"worker{i}", [
                 os.path.join(self.bin, "sluice-worker"), "--queue", "default", "--slots", str(self.a.slots),
-                "--log-level", "warn", "--work-dir", os.path.join(self.tmp, "work")], self.logdir))
+                "--log-level", self.a.service_log_level, "--work-dir", os.path.join(self.tmp, "work")], self.logdir))
 
     def stop_services(self):
         if self.autoscaler:
@@ -278,6 +327,9 @@ class Bench:
         if self.planner:
             self.planner.stop()
             self.planner = None
+        if self.a.keep_logs:
+            os.makedirs(self.a.keep_logs, exist_ok=True)
+            subprocess.run(["cp", "-r", self.logdir, self.a.keep_logs], check=False)
 
     def check_alive(self):
         for s in [self.planner] + self.workers:
@@ -453,6 +505,33 @@ class Bench:
             adds = [int(i["started_ms"]) for i in ti if task(i) == "add"]
             if first and adds:
                 out["barrier_gap_ms"] = min(adds) - max(first)
+            out.update(diamond_schedules(ti, self.slots_total))
+            if self.a.keep_logs:
+                os.makedirs(self.a.keep_logs, exist_ok=True)
+                with open(os.path.join(self.a.keep_logs, f"diamond-{r['run']}.json"), "w") as f:
+                    json.dump({"t0_ms": int(r["t0"] * 1000), "instances": ti}, f)
+            # the wall time outside the tasks: submit -> first start, last finish -> run ended
+            out["submit_to_first_start_ms"] = min(int(i["started_ms"]) for i in ti) - int(r["t0"] * 1000)
+            out["last_finish_to_end_ms"] = int(r["hash"]["ended_ms"]) - max(int(i["finished_ms"]) for i in ti)
+            # hand-offs on a full worker: a slot frees (running falls below its slots) -> the
+            # next task starts there; their median, and their sum over every slot
+            gaps = []
+            for w in per:
+                ev = sorted([(int(i["finished_ms"]), 0) for i in ti if (i["worker"] or "?") == w] +
+                            [(int(i["started_ms"]), 1) for i in ti if (i["worker"] or "?") == w])
+                running, freed = 0, []
+                for t, kind in ev:
+                    if kind == 0:
+                        if running == self.a.slots:
+                            freed.append(t)
+                        running -= 1
+                    else:
+                        if freed:
+                            gaps.append(t - freed.pop(0))
+                        running += 1
+            if gaps:
+                out["handoff_median_ms"] = statistics.median(gaps)
+                out["handoff_sum_s"] = sum(gaps) / 1000.0
         return out
 
     def w5(self):
@@ -778,7 +857,12 @@ def diamond_notes(bench, args):
     lines = [f"Workload 4, every timed run in s (n={s['size']}, sleep={bench.diamond_sleep()}; sluice runs "
              "examples/diamond.yaml, whose tasks are `sh -c` commands; the ratio and the pass/fail use the "
              "median of Dask's same-commands runs):",
-             "- sluice: " + figs([r.get("seconds", r.get("error")) for r in s.get("runs", [])])]
+             "- sluice: " + figs([r.get("seconds", r.get("error")) for r in s.get("runs", [])]),
+             "- sluice's own task durations scheduled with no overhead on the same slots, with the node "
+             "barrier: " + figs([r.get("sim_barrier_s", "-") for r in s.get("runs", [])]) +
+             "; element-wise: " + figs([r.get("sim_elementwise_s", "-") for r in s.get("runs", [])]),
+             "- tasks per worker: " + "; ".join(
+                 "/".join(str(w["tasks"]) for w in r.get("per_worker", {}).values()) for r in s.get("runs", []))]
     for p in PEERS:
         res = row.get(p) or {}
         if "bodies" in res:
@@ -993,6 +1077,10 @@ def parse_args(argv):
                    help="environment for sluice's services and CLI, e.g. SLUICE_KAFKA_LINGER_MS=20 (repeatable)")
     p.add_argument("--redis-appendfsync", choices=["always", "everysec", "no"], default=None,
                    help="CONFIG SET appendfsync on the bench's Redis (default: as scripts/redis starts it)")
+    p.add_argument("--keep-logs", default=None, metavar="DIR",
+                   help="copy the services' logs to DIR at the end, with each diamond run's task instances "
+                        "(diamond-<run>.json: queued/started/finished ms, worker)")
+    p.add_argument("--service-log-level", default="warn", help="--log-level of planner and workers (default warn)")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     p.add_argument("--spawn-loop", required=True, help="the built bench/spawn_loop.c")
     p.add_argument("--out", default=None, help="results dir (default bench/results; smoke: $SLUICE_TEST_TMP)")

@@ -539,10 +539,34 @@ static int take_batch(struct worker *w, struct pending *p, int free_slots, struc
 	return rc;
 }
 
+/* Polls the consumer for up to timeout_ms. When the group took partitions back meanwhile (the
+ * rebalance is served inside the poll), the buffered dispatches, none of them leased nor
+ * stored, are dropped first: their partitions' owners, maybe this worker again, fetch them
+ * anew from the committed offset, and keeping them would run them twice or keep them from
+ * a worker that has free slots. *seen is the revocation count the buffer is from. */
+static rd_kafka_message_t *poll_one(struct worker *w, struct pending *p, int timeout_ms,
+				    unsigned *seen)
+{
+	rd_kafka_message_t *m = sl_kafka_consumer_poll(w->consumer, timeout_ms);
+	unsigned now = sl_kafka_consumer_revocations(w->consumer);
+
+	if (now != *seen) {
+		if (p->n)
+			SL_DEBUG("partitions revoked: dropping %zu buffered dispatches (fetched again "
+				 "by their partitions' owners)",
+				 p->n);
+		while (p->n)
+			rd_kafka_message_destroy(pending_pop(p));
+		*seen = now;
+	}
+	return m;
+}
+
 void worker_consume(struct worker *w)
 {
 	struct pending p;
-	int64_t retry_at = 0;
+	int64_t retry_at = 0, last_poll = 0;
+	unsigned revocations = 0;
 	long backoff = WORKER_BACKOFF_MIN_MS;
 	int paused = 0, failing = 0, stuck = 0;
 	/* Not one per slot: a worker with few slots must still see several waiting dispatches to
@@ -590,12 +614,19 @@ void worker_consume(struct worker *w)
 				backoff = WORKER_BACKOFF_MIN_MS;
 			}
 		}
-		/* Paused, the consumer is still polled, so the group keeps us as a member. A few
-		 * fetched dispatches (up to WORKER_PREFETCH_MAX) wait here unleased while every
-		 * slot is busy: a resumed partition is fetched again only after up to fetch.wait.max.ms,
-		 * and slots freeing meanwhile should not idle that long. */
-		want_pause = draining || failing || p.n >= prefetch;
+		/* A few fetched dispatches (up to WORKER_PREFETCH_MAX) wait here unleased while
+		 * every slot is busy, so that slots freeing do not wait for a fetch; what the
+		 * consumer fetched beyond them waits in librdkafka's own queue (bounded by
+		 * queued.max.messages.kbytes), taken as the buffer empties. The consumer is not
+		 * paused for that: pausing drops librdkafka's queue, and a resumed partition was
+		 * fetched again only 300-630 ms later (2026-12-06, the diamond), while the slots
+		 * idled. It is paused while draining, failing, or with the buffer full, which only
+		 * the keepalive polls can fill: with every slot busy, the consumer is still polled
+		 * every WORKER_POLL_KEEPALIVE_MS so that the group's rebalances are served. */
+		want_pause = draining || failing || p.n >= WORKER_PENDING_MAX - 1;
 		if (want_pause != paused) {
+			SL_DEBUG("consumer %s (%zu dispatches buffered)",
+				 want_pause ? "paused" : "resumed", p.n);
 			sl_kafka_consumer_set_paused(w->consumer, want_pause);
 			paused = want_pause;
 		}
@@ -603,16 +634,18 @@ void worker_consume(struct worker *w)
 			pthread_mutex_lock(&w->lock);
 			worker_wait(w, 20);
 			pthread_mutex_unlock(&w->lock);
-			m = sl_kafka_consumer_poll(w->consumer, 0);
-		} else {
-			m = sl_kafka_consumer_poll(w->consumer, 50);
+		}
+		m = NULL;
+		if (paused || p.n < prefetch || sl_mono_ms() - last_poll >= WORKER_POLL_KEEPALIVE_MS) {
+			m = poll_one(w, &p, paused || p.n ? 0 : 50, &revocations);
+			last_poll = sl_mono_ms();
 		}
 		/* Whatever else is fetched already joins the batch of the next turn: one Redis
 		 * round trip for all of their leases. */
 		while (m) {
 			pending_push(w, &p, m);
 			stuck = 0;
-			m = p.n < prefetch ? sl_kafka_consumer_poll(w->consumer, 0) : NULL;
+			m = p.n < prefetch ? poll_one(w, &p, 0, &revocations) : NULL;
 		}
 		sl_metric_set(w->m.waiting, (int64_t)p.n);
 		sl_kafka_producer_poll(w->producer, 0);

@@ -134,7 +134,10 @@ static void register_metrics(struct worker *w)
  * freshly assigned partition joins the fetch loop only when the fetch in flight returns, so on a
  * start from zero the first dispatches waited up to 500 ms behind a fetch of empty partitions
  * (docs/autoscaler.md); an idle worker now asks 10 times a second instead of twice. */
-static const char *const consumer_props[] = {"fetch.wait.max.ms", "100", NULL};
+/* What librdkafka prefetches for the worker's partitions waits in its queue rather than being
+ * paused away (consume.c): bounded to 8 MiB instead of the default 64 MiB. */
+static const char *const consumer_props[] = {"fetch.wait.max.ms", "100",
+					     "queued.max.messages.kbytes", "8192", NULL};
 
 struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t *stop_signals,
 			  char *errstr, size_t errlen)

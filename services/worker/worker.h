@@ -22,7 +22,8 @@
 #define WORKER_ERROR_MAX 1024  /* error text of a result */
 #define WORKER_MAX_SLOTS 256
 #define WORKER_PREFETCH_MAX 16 /* fetched dispatches that may wait for a slot, unleased */
-#define WORKER_PENDING_MAX 32  /* room for them plus what arrives while pausing */
+#define WORKER_PENDING_MAX 32  /* room for them plus what keepalive polls bring */
+#define WORKER_POLL_KEEPALIVE_MS 1000L /* with every slot busy, the consumer is polled this often */
 #define WORKER_TOPIC_PARTITIONS 8
 #define WORKER_DEFAULT_MAX_OUTPUT (1024 * 1024)
 /* Results go through an unordered producer (sl_kafka_producer_new_unordered): a lone one

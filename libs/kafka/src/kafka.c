@@ -24,6 +24,7 @@ struct sl_kafka_consumer {
 	rd_kafka_t *rk;
 	int paused;	    /* written and read on the polling thread only */
 	int ever_assigned; /* the group has handed this member an assignment (maybe empty) */
+	unsigned revocations; /* partitions taken back so far (polling thread only) */
 };
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -270,6 +271,50 @@ void sl_kafka_producer_destroy(struct sl_kafka_producer *p)
 	free(p);
 }
 
+/* Writes parts as "topic[0,1,2] topic2[3]" (entries of one topic next to each other, as librdkafka
+ * hands them over) into buf, truncated to len. */
+static void format_parts(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t len)
+{
+	size_t at = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < parts->cnt && at + 1 < len; i++) {
+		const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+		int first = i == 0 || strcmp(parts->elems[i - 1].topic, tp->topic);
+		int last = i + 1 == parts->cnt || strcmp(parts->elems[i + 1].topic, tp->topic);
+		int n = snprintf(buf + at, len - at, "%s%s%s%d%s", first && i ? " " : "",
+				 first ? tp->topic : "", first ? "[" : ",", (int)tp->partition,
+				 last ? "]" : "");
+
+		if (n < 0)
+			break;
+		at += (size_t)n;
+	}
+	if (at >= len && len > 4)
+		memcpy(buf + len - 4, "...", 4);
+}
+
+/* Logs what a rebalance changed and what this member holds now: which partitions of which
+ * band each worker reads decides how the work spreads. */
+static void log_rebalance(rd_kafka_t *rk, const char *what,
+			  const rd_kafka_topic_partition_list_t *parts)
+{
+	rd_kafka_topic_partition_list_t *held = NULL;
+	char changed[512], now[512];
+
+	format_parts(parts, changed, sizeof(changed));
+	if (rd_kafka_assignment(rk, &held) || !held) {
+		SL_INFO("kafka: %s %d partitions: %s", what, parts->cnt, changed);
+	} else {
+		rd_kafka_topic_partition_list_sort(held, NULL, NULL);
+		format_parts(held, now, sizeof(now));
+		SL_INFO("kafka: %s %d partitions: %s; now held: %s", what, parts->cnt, changed,
+			held->cnt ? now : "none");
+	}
+	if (held)
+		rd_kafka_topic_partition_list_destroy(held);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			 rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -285,15 +330,16 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 			rd_kafka_assign(rk, parts);
 		if (c->paused)
 			rd_kafka_pause_partitions(rk, parts);
-		SL_DEBUG("kafka: assigned %d partitions", parts->cnt);
+		log_rebalance(rk, "assigned", parts);
 	} else {
+		c->revocations++;
 		/* Commit what is done before another member takes these partitions. */
 		rd_kafka_commit(rk, NULL, 0);
 		if (coop)
 			error = rd_kafka_incremental_unassign(rk, parts);
 		else
 			rd_kafka_assign(rk, NULL);
-		SL_DEBUG("kafka: revoked %d partitions", parts->cnt);
+		log_rebalance(rk, "revoked", parts);
 	}
 	if (error) {
 		SL_WARN("kafka rebalance: %s", rd_kafka_error_string(error));
@@ -330,7 +376,7 @@ struct sl_kafka_consumer *sl_kafka_consumer_new_props(const char *brokers, const
 	    rd_kafka_conf_set(conf, "enable.auto.commit", "true", errstr, errlen) ||
 	    rd_kafka_conf_set(conf, "auto.commit.interval.ms", "200", errstr, errlen) ||
 	    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, errlen) ||
-	    rd_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+	    rd_kafka_conf_set(conf, "partition.assignment.strategy", "range", errstr,
 			      errlen) ||
 	    rd_kafka_conf_set(conf, "session.timeout.ms", "10000", errstr, errlen) ||
 	    rd_kafka_conf_set(conf, "heartbeat.interval.ms", "1000", errstr, errlen) ||
@@ -418,16 +464,27 @@ void sl_kafka_consumer_set_paused(struct sl_kafka_consumer *c, int paused)
 	rd_kafka_topic_partition_list_destroy(parts);
 }
 
-int sl_kafka_consumer_assigned(struct sl_kafka_consumer *c)
+unsigned sl_kafka_consumer_revocations(const struct sl_kafka_consumer *c)
+{
+	return c->revocations;
+}
+
+int sl_kafka_consumer_assigned_of(struct sl_kafka_consumer *c, const char *topic)
 {
 	rd_kafka_topic_partition_list_t *parts = NULL;
-	int n;
+	int n = 0;
 
 	if (rd_kafka_assignment(c->rk, &parts) || !parts)
 		return 0;
-	n = parts->cnt;
+	for (int i = 0; i < parts->cnt; i++)
+		n += !topic || !strcmp(parts->elems[i].topic, topic);
 	rd_kafka_topic_partition_list_destroy(parts);
 	return n;
+}
+
+int sl_kafka_consumer_assigned(struct sl_kafka_consumer *c)
+{
+	return sl_kafka_consumer_assigned_of(c, NULL);
 }
 
 /* librdkafka before 2.3 (Debian 12 ships 2.0.2) aborts in rd_kafka_destroy when a

@@ -1,6 +1,7 @@
 /* test_consumer.c - the consumer against the session's real Kafka (SLUICE_KAFKA_BROKERS):
  * closing a member at any point of its first group join exits cleanly; the lag probes agree;
- * an unordered producer's burst reaches the broker without anyone polling it. */
+ * an unordered producer's burst reaches the broker without anyone polling it; a member joining
+ * late gets its share of every topic. */
 #include <check.h>
 #include <stdio.h>
 #include <string.h>
@@ -73,6 +74,65 @@ END_TEST
 /* sl_kafka_lag_topics() (a few batched requests) counts what sl_kafka_lag() (two requests per
  * partition) counts, summed over topics, missing topics counting 0; sl_kafka_end_offsets() moves
  * with what is produced, not with what is committed. */
+/* Polls c (and d, may be NULL) for ms, dropping messages: serves their rebalances. */
+static void serve(struct sl_kafka_consumer *c, struct sl_kafka_consumer *d, int ms)
+{
+	int64_t until = sl_mono_ms() + ms;
+
+	while (sl_mono_ms() < until) {
+		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 10);
+
+		if (m)
+			rd_kafka_message_destroy(m);
+		if (d && (m = sl_kafka_consumer_poll(d, 10)))
+			rd_kafka_message_destroy(m);
+	}
+}
+
+/* A worker consumes its queue's three priority bands (three topics of 8 partitions) in one
+ * group, and nearly all work is on the normal band: each member must hold its share of every
+ * topic, not just of the total. With cooperative-sticky, a second member joining one that held
+ * all 24 partitions was given the first 12 in topic order (all 8 of the normal band and 4 of
+ * .high), and the first member idled with the empty bands (seen in the benchmark's diamond and
+ * the way the autoscaler adds workers, one at a time). */
+START_TEST(a_late_member_gets_a_share_of_every_topic)
+{
+	char t[3][96], group[96], err[512];
+	const char *topics[3];
+	struct sl_kafka_consumer *a, *b;
+	int64_t until;
+
+	for (int i = 0; i < 3; i++) {
+		snprintf(t[i], sizeof(t[i]), "sluice.test.bands-%d%s", (int)getpid(),
+			 i == 0 ? "" : i == 1 ? ".high" : ".low");
+		topics[i] = t[i];
+	}
+	snprintf(group, sizeof(group), "sluice-test-bands-%d", (int)getpid());
+	ck_assert_int_eq(sl_kafka_topics_ensure(brokers, topics, 3, 8, err, sizeof(err)), SL_OK);
+	a = sl_kafka_consumer_new(brokers, group, topics, 3, err, sizeof(err));
+	ck_assert_msg(a != NULL, "consumer: %s", err);
+	until = sl_mono_ms() + 30000;
+	while (sl_kafka_consumer_assigned(a) < 24 && sl_mono_ms() < until)
+		serve(a, NULL, 50);
+	ck_assert_int_eq(sl_kafka_consumer_assigned(a), 24);
+	b = sl_kafka_consumer_new(brokers, group, topics, 3, err, sizeof(err));
+	ck_assert_msg(b != NULL, "consumer: %s", err);
+	until = sl_mono_ms() + 30000;
+	while ((sl_kafka_consumer_assigned(a) != 12 || sl_kafka_consumer_assigned(b) != 12) &&
+	       sl_mono_ms() < until)
+		serve(a, b, 50);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_msg(sl_kafka_consumer_assigned_of(a, t[i]) == 4 &&
+				      sl_kafka_consumer_assigned_of(b, t[i]) == 4,
+			      "%s: first member holds %d partitions, second %d (want 4 and 4)", t[i],
+			      sl_kafka_consumer_assigned_of(a, t[i]),
+			      sl_kafka_consumer_assigned_of(b, t[i]));
+	}
+	sl_kafka_consumer_destroy(b);
+	sl_kafka_consumer_destroy(a);
+}
+END_TEST
+
 START_TEST(batched_lag_matches_lag)
 {
 	char topic[96], missing[96], group[96], err[512];
@@ -202,6 +262,7 @@ int main(void)
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, close_during_first_join_does_not_abort);
 	tcase_add_test(tc, close_after_assignment_is_quick);
+	tcase_add_test(tc, a_late_member_gets_a_share_of_every_topic);
 	tcase_add_test(tc, batched_lag_matches_lag);
 	tcase_add_test(tc, unordered_producer_delivers_a_burst_without_polling);
 	suite_add_tcase(s, tc);

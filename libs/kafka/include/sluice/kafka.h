@@ -109,8 +109,17 @@ enum sl_err sl_kafka_consumer_commit(struct sl_kafka_consumer *c);
  * assigned later, while the consumer keeps its group membership by being polled. */
 void sl_kafka_consumer_set_paused(struct sl_kafka_consumer *c, int paused);
 
-/* Number of partitions currently assigned to this consumer. */
+/* How many times the group took partitions back from this consumer (a rebalance: with the
+ * range assignor, every partition, even those it hands back at once). Messages polled before a
+ * revocation are fetched again, from the committed offset, by whoever holds their partition
+ * now: a caller that buffers polled messages drops the unfinished ones when this changes.
+ * @locality the polling thread. */
+unsigned sl_kafka_consumer_revocations(const struct sl_kafka_consumer *c);
+
+/* Number of partitions currently assigned to this consumer: of every topic (topic NULL), or of
+ * topic only (sl_kafka_consumer_assigned_of). */
 int sl_kafka_consumer_assigned(struct sl_kafka_consumer *c);
+int sl_kafka_consumer_assigned_of(struct sl_kafka_consumer *c, const char *topic);
 
 /* Commits stored offsets, leaves the group and destroys. Accepts NULL. */
 void sl_kafka_consumer_destroy(struct sl_kafka_consumer *c);
