@@ -43,8 +43,9 @@ struct planner_run {
 
 #define PLANNER_RUN_CACHE 128
 #define PLANNER_MAX_QUEUES 64
-/* Dispatches: a lone one (a chain's next hop) leaves at once; one that follows others not
- * yet acknowledged waits up to this many ms to share their produce request (a fan-out). */
+/* Dispatches: a lone one (a chain's next hop) leaves at once; those that follow while one is
+ * unacknowledged are held and then leave together (a fan-out), lingering this many ms so that
+ * they share one request. */
 #define PLANNER_DISPATCH_LINGER_MS 5
 
 struct planner {

@@ -27,8 +27,9 @@
 #define WORKER_TOPIC_PARTITIONS 8
 #define WORKER_DEFAULT_MAX_OUTPUT (1024 * 1024)
 /* Results go through an unordered producer (sl_kafka_producer_new_unordered): a lone one
- * leaves at once, one that follows others still unacknowledged waits up to this many ms so
- * that a busy worker's results share produce requests. SLUICE_KAFKA_LINGER_MS overrides. */
+ * leaves at once; those that follow while one is unacknowledged are held and then leave
+ * together, lingering this many ms so that they share one request. SLUICE_KAFKA_LINGER_MS
+ * overrides. */
 #define WORKER_PRODUCER_LINGER_MS 5
 #define WORKER_MIN_LEASE_TTL_MS 300L
 #define WORKER_BACKOFF_MIN_MS 100L

@@ -2,19 +2,39 @@
 #include "sluice/kafka.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sluice/log.h"
 #include "sluice/util.h"
 
 extern char **environ;
 
+/* What an unordered producer holds while a produce request of its is unacknowledged. */
+#define HOLD_MAX_MSGS 100000
+#define HOLD_MAX_BYTES (64u << 20)
+
+/* A held message: topic, key and payload copied into data, in that order. */
+struct held_msg {
+	struct held_msg *next;
+	size_t topic_len, key_len, len;
+	char data[];
+};
+
 struct sl_kafka_producer {
 	rd_kafka_t *rk;
-	rd_kafka_t *rk_now; /* unordered producers only: linger 0, used while rk is idle */
+	rd_kafka_t *rk_now; /* unordered producers only: linger 0, used while nothing is unacked */
 	sl_kafka_delivery_cb *on_delivery;
 	void *ctx;
+	/* Unordered producers only: messages produced while something is unacknowledged wait
+	 * here, not in librdkafka, and go to rk together once everything is acknowledged
+	 * (release_held, from the handles' delivery reports). */
+	pthread_mutex_t lock;
+	int lock_ready;
+	struct held_msg *held, **held_tail;
+	size_t nheld, held_bytes;
 };
 
 /* How long a closing consumer waits for its first assignment (see settle_first_join). */
@@ -109,6 +129,60 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
 			       msg->err ? rd_kafka_err2str(msg->err) : NULL, p->ctx);
 }
 
+static void produce_now(rd_kafka_t *rk, const char *topic, const void *key, size_t keylen,
+			const void *payload, size_t len, void *opaque);
+
+/* Hands every message p holds to rk, in order (p->lock held). */
+static void hand_over(struct sl_kafka_producer *p, rd_kafka_t *rk)
+{
+	struct held_msg *h = p->held;
+
+	p->held = NULL;
+	p->held_tail = &p->held;
+	p->nheld = p->held_bytes = 0;
+	while (h) {
+		struct held_msg *next = h->next;
+
+		produce_now(rk, h->data, h->data + h->topic_len + 1, h->key_len,
+			    h->data + h->topic_len + 1 + h->key_len, h->len, NULL);
+		free(h);
+		h = next;
+	}
+}
+
+/* Unordered producers: once neither handle has anything unacknowledged, hands every held
+ * message to librdkafka at once. A lone one leaves at once; several linger together so that
+ * none waits behind the request of the first. Call with p->lock held. */
+static void release_held(struct sl_kafka_producer *p)
+{
+	if (!p->held || rd_kafka_outq_len(p->rk) || rd_kafka_outq_len(p->rk_now))
+		return;
+	hand_over(p, p->nheld == 1 ? p->rk_now : p->rk);
+}
+
+/* Delivery reports of an unordered producer's handles, on librdkafka's background thread:
+ * failures are logged; any report may mean that nothing is unacknowledged any more. */
+static void unordered_event_cb(rd_kafka_t *rk, rd_kafka_event_t *ev, void *opaque)
+{
+	struct sl_kafka_producer *p = opaque;
+
+	(void)rk;
+	if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DR) {
+		const rd_kafka_message_t *m;
+
+		while ((m = rd_kafka_event_message_next(ev)))
+			if (m->err)
+				SL_WARN("kafka delivery to %s failed: %s",
+					rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+	} else if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_ERROR) {
+		SL_WARN("kafka: %s", rd_kafka_event_error_string(ev));
+	}
+	rd_kafka_event_destroy(ev); /* the reported messages stop counting in the out queue */
+	pthread_mutex_lock(&p->lock);
+	release_held(p);
+	pthread_mutex_unlock(&p->lock);
+}
+
 /* One idempotent librdkafka producer handle whose reports go to p. */
 static rd_kafka_t *producer_handle_new(struct sl_kafka_producer *p, const char *brokers,
 				       int linger_ms, char *errstr, size_t errlen)
@@ -125,16 +199,40 @@ static rd_kafka_t *producer_handle_new(struct sl_kafka_producer *p, const char *
 	    rd_kafka_conf_set(conf, "message.max.bytes", "2097152", errstr, errlen))
 		goto out;
 	/* Nobody waits for successes: only failures (logged) make a delivery report, so the
-	 * out queue counts just what the broker has not acknowledged yet. */
-	if (!p->on_delivery &&
+	 * out queue counts just what the broker has not acknowledged yet. An unordered
+	 * producer's handles report everything, on librdkafka's background thread: each report
+	 * may release what it holds. */
+	if (!p->on_delivery && !p->lock_ready &&
 	    rd_kafka_conf_set(conf, "delivery.report.only.error", "true", errstr, errlen))
 		goto out;
 	if (sl_kafka_conf_from_env(conf, errstr, errlen) != SL_OK)
 		goto out;
-	rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
+	if (p->lock_ready) {
+		rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
+		rd_kafka_conf_set_background_event_cb(conf, unordered_event_cb);
+	}
+	else
+		rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
 	rd_kafka_conf_set_opaque(conf, p);
 	if ((rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errlen)))
 		conf = NULL; /* owned by rk now */
+	if (rk && p->lock_ready) {
+		/* Reports go to the main queue; the background thread serves it from now on. */
+		rd_kafka_queue_t *main_q = rd_kafka_queue_get_main(rk);
+		rd_kafka_queue_t *bg_q = rd_kafka_queue_get_background(rk);
+
+		if (main_q && bg_q)
+			rd_kafka_queue_forward(main_q, bg_q);
+		if (main_q)
+			rd_kafka_queue_destroy(main_q);
+		if (bg_q)
+			rd_kafka_queue_destroy(bg_q);
+		if (!main_q || !bg_q) {
+			snprintf(errstr, errlen, "kafka: no background queue");
+			rd_kafka_destroy(rk);
+			rk = NULL;
+		}
+	}
 out:
 	if (conf)
 		rd_kafka_conf_destroy(conf);
@@ -163,35 +261,95 @@ struct sl_kafka_producer *sl_kafka_producer_new(const char *brokers, int linger_
 struct sl_kafka_producer *sl_kafka_producer_new_unordered(const char *brokers, int linger_ms,
 							  char *errstr, size_t errlen)
 {
-	struct sl_kafka_producer *p = sl_kafka_producer_new(brokers, linger_ms, NULL, NULL, errstr,
-							    errlen);
+	struct sl_kafka_producer *p = calloc(1, sizeof(*p));
 
-	if (p && !(p->rk_now = producer_handle_new(p, brokers, 0, errstr, errlen))) {
+	if (!p) {
+		snprintf(errstr, errlen, "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&p->lock, NULL);
+	p->lock_ready = 1;
+	p->held_tail = &p->held;
+	if (!(p->rk = producer_handle_new(p, brokers, linger_ms, errstr, errlen)) ||
+	    !(p->rk_now = producer_handle_new(p, brokers, 0, errstr, errlen))) {
 		sl_kafka_producer_destroy(p);
 		return NULL;
 	}
 	return p;
 }
 
-/* An unordered producer sends a message at once when nothing it sent before is still
- * unacknowledged (a chain's next hop waits for it), else through the lingering handle so
- * that a busy stream shares produce requests. Measured with librdkafka 2.0.2
- * (docs/performance.md): an idempotent handle whose message waits behind an unacknowledged
- * request polls its socket without sleeping (~25% of a core per worker at 400 results/s);
- * with linger, the wait is a sleep. */
-static rd_kafka_t *pick_handle(struct sl_kafka_producer *p)
+/* Holds a copy of the message in p (p->lock held). Returns 0, or -1 when p holds its limit
+ * or memory is short. */
+static int hold(struct sl_kafka_producer *p, const char *topic, const void *key, size_t keylen,
+		const void *payload, size_t len)
 {
-	if (p->rk_now && rd_kafka_outq_len(p->rk_now) == 0 && rd_kafka_outq_len(p->rk) == 0)
-		return p->rk_now;
-	return p->rk;
+	size_t tl = strlen(topic), size = sizeof(struct held_msg) + tl + 1 + keylen + len;
+	struct held_msg *h;
+
+	if (p->nheld >= HOLD_MAX_MSGS || p->held_bytes + size > HOLD_MAX_BYTES ||
+	    !(h = malloc(size)))
+		return -1;
+	h->next = NULL;
+	h->topic_len = tl;
+	h->key_len = keylen;
+	h->len = len;
+	memcpy(h->data, topic, tl + 1);
+	if (keylen)
+		memcpy(h->data + tl + 1, key, keylen);
+	if (len)
+		memcpy(h->data + tl + 1 + keylen, payload, len);
+	*p->held_tail = h;
+	p->held_tail = &h->next;
+	p->nheld++;
+	p->held_bytes += size;
+	return 0;
+}
+
+/* An unordered producer sends a message at once when nothing it sent before is still
+ * unacknowledged (a chain's next hop waits for it); otherwise it holds it until everything
+ * is acknowledged and then sends all it holds together (release_held). Why not leave the
+ * waiting to librdkafka: measured with librdkafka 2.0.2 (docs/performance.md), an idempotent
+ * handle with a message waiting behind an unacknowledged request polls its socket without
+ * sleeping (~25% of a core per worker at 400 results/s with linger 0 or 1 ms, 10-20% with 5
+ * ms). Beyond its limits (HOLD_MAX_*) a message goes to the lingering handle directly.
+ * Returns the handle to produce to now, or NULL when the message is held. */
+static rd_kafka_t *route(struct sl_kafka_producer *p, const char *topic, const void *key,
+			 size_t keylen, const void *payload, size_t len)
+{
+	rd_kafka_t *rk = p->rk;
+
+	if (!p->lock_ready)
+		return rk;
+	pthread_mutex_lock(&p->lock);
+	if (!p->held && rd_kafka_outq_len(p->rk_now) == 0 && rd_kafka_outq_len(p->rk) == 0)
+		rk = p->rk_now;
+	else if (hold(p, topic, key, keylen, payload, len) == 0)
+		rk = NULL;
+	pthread_mutex_unlock(&p->lock);
+	return rk;
+}
+
+/* Produces to rk, logging a failure (release_held has nobody to report it to). */
+static void produce_now(rd_kafka_t *rk, const char *topic, const void *key, size_t keylen,
+			const void *payload, size_t len, void *opaque)
+{
+	rd_kafka_resp_err_t err = rd_kafka_producev(
+		rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		RD_KAFKA_V_KEY((void *)key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
+		RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+
+	if (err)
+		SL_ERROR("kafka produce to %s failed: %s", topic, rd_kafka_err2str(err));
 }
 
 enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, const void *key,
 			     size_t keylen, const void *payload, size_t len, void *opaque)
 {
-	rd_kafka_t *rk = pick_handle(p);
+	rd_kafka_t *rk = route(p, topic, key, keylen, payload, len);
 	int64_t tries = 0;
 
+	if (!rk)
+		return SL_OK;
 	for (;;) {
 		rd_kafka_resp_err_t err = rd_kafka_producev(
 			rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
@@ -207,21 +365,58 @@ enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, con
 	}
 }
 
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+/* Unordered producers' handles serve their delivery reports on librdkafka's background
+ * thread: polling them would drop those reports (librdkafka logs DRDROP), so they are never
+ * polled; outq_len says what the broker has not acknowledged. */
+static int unacked(struct sl_kafka_producer *p)
+{
+	return rd_kafka_outq_len(p->rk) + rd_kafka_outq_len(p->rk_now);
+}
+
 int sl_kafka_producer_poll(struct sl_kafka_producer *p, int timeout_ms)
 {
-	int n = p->rk_now ? rd_kafka_poll(p->rk_now, 0) : 0;
+	if (p->lock_ready) {
+		/* The reports release what is held; this only covers a report missed. */
+		pthread_mutex_lock(&p->lock);
+		release_held(p);
+		pthread_mutex_unlock(&p->lock);
+		if (timeout_ms > 0)
+			sleep_ms(timeout_ms);
+		return 0;
+	}
+	return rd_kafka_poll(p->rk, timeout_ms);
+}
 
-	return n + rd_kafka_poll(p->rk, timeout_ms);
+/* Hands everything held to rk whether or not something is unacknowledged. */
+static void release_all(struct sl_kafka_producer *p)
+{
+	if (!p->lock_ready)
+		return;
+	pthread_mutex_lock(&p->lock);
+	hand_over(p, p->rk);
+	pthread_mutex_unlock(&p->lock);
 }
 
 enum sl_err sl_kafka_producer_flush(struct sl_kafka_producer *p, int timeout_ms)
 {
 	int64_t until = sl_mono_ms() + timeout_ms;
 
-	if (p->rk_now && rd_kafka_flush(p->rk_now, timeout_ms))
-		return SL_ERR_TIMEOUT;
-	timeout_ms = (int)(until - sl_mono_ms());
-	return rd_kafka_flush(p->rk, timeout_ms > 0 ? timeout_ms : 0) ? SL_ERR_TIMEOUT : SL_OK;
+	if (!p->lock_ready)
+		return rd_kafka_flush(p->rk, timeout_ms) ? SL_ERR_TIMEOUT : SL_OK;
+	release_all(p);
+	while (unacked(p) > 0) {
+		if (sl_mono_ms() >= until)
+			return SL_ERR_TIMEOUT;
+		sleep_ms(1);
+	}
+	return SL_OK;
 }
 
 rd_kafka_t *sl_kafka_producer_handle(struct sl_kafka_producer *p)
@@ -266,8 +461,24 @@ void sl_kafka_producer_destroy(struct sl_kafka_producer *p)
 {
 	if (!p)
 		return;
-	handle_destroy(p->rk_now);
-	handle_destroy(p->rk);
+	if (p->lock_ready) {
+		/* Not rd_kafka_flush: these handles are never polled (see unacked). */
+		if (p->rk && p->rk_now && sl_kafka_producer_flush(p, 10000) != SL_OK)
+			SL_WARN("kafka producer closed with %d undelivered messages", unacked(p));
+		if (p->rk_now)
+			rd_kafka_destroy(p->rk_now);
+		if (p->rk)
+			rd_kafka_destroy(p->rk);
+		p->rk_now = p->rk = NULL;
+	} else {
+		handle_destroy(p->rk);
+	}
+	for (struct held_msg *h = p->held, *next; h; h = next) {
+		next = h->next;
+		free(h);
+	}
+	if (p->lock_ready)
+		pthread_mutex_destroy(&p->lock);
 	free(p);
 }
 

@@ -48,9 +48,12 @@ struct sl_kafka_producer *sl_kafka_producer_new(const char *brokers, int linger_
 
 /* As sl_kafka_producer_new without delivery callback, for messages whose relative order does
  * not matter (dispatches and results: both are fenced by attempt). A message produced while
- * nothing sent before is unacknowledged leaves at once (linger 0, for a chain's hop); one
- * that follows unacknowledged messages waits up to linger_ms to share their produce request.
- * Two librdkafka handles underneath, so two messages may reach a partition out of order. */
+ * nothing sent before is unacknowledged leaves at once (linger 0, for a chain's hop); those
+ * produced while something is unacknowledged are held by sluice (up to 100,000 messages or
+ * 64 MiB, beyond which they go to librdkafka directly) and handed to librdkafka together, to
+ * linger linger_ms, once everything is acknowledged: at most one batch in flight, like
+ * Nagle's algorithm. Two librdkafka handles underneath, whose delivery reports are served on
+ * librdkafka's background thread; two messages may reach a partition out of order. */
 struct sl_kafka_producer *sl_kafka_producer_new_unordered(const char *brokers, int linger_ms,
 							  char *errstr, size_t errlen);
 
