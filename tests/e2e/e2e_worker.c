@@ -1,6 +1,7 @@
 /* e2e_worker.c - the worker against the real stack: priority bands, /healthz /readyz /metrics,
  * drain on SIGTERM (finish, or hand back at the drain timeout), and a Redis outage longer than
- * the lease (the task is killed, nothing is published). */
+ * the lease (the task is killed, nothing is published), a worker joining later gets its share
+ * of the queue. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -533,6 +534,69 @@ START_TEST(redis_outage_past_the_lease_kills_the_task_and_publishes_nothing)
 }
 END_TEST
 
+/* 1 once the log of the service spawned as label holds needle, within ms. */
+static int log_has(const char *label, const char *needle, long ms)
+{
+	char path[700];
+	int64_t until = sl_mono_ms() + e2e_ms(ms);
+
+	snprintf(path, sizeof(path), "%s/logs/%s.log", getenv("SLUICE_TEST_TMP"), label);
+	do {
+		FILE *fp = fopen(path, "r");
+		char line[4096];
+		int found = 0;
+
+		while (fp && !found && fgets(line, sizeof(line), fp))
+			found = strstr(line, needle) != NULL;
+		if (fp)
+			fclose(fp);
+		if (found)
+			return 1;
+		usleep(100000);
+	} while (sl_mono_ms() < until);
+	return 0;
+}
+
+/* A second worker of a queue, started once the first holds all of the queue's partitions (the
+ * way the autoscaler adds workers), gets a share of the normal band and runs tasks. With the
+ * cooperative-sticky assignor it was given all 8 partitions of the normal band, and the first
+ * worker ran nothing more (ADR 6). */
+START_TEST(a_worker_joining_later_gets_a_share_of_the_normal_band)
+{
+	const char *aargs[] = {"--queue", "share", "--slots", "4", "--id", "e2e-share-a", NULL};
+	const char *bargs[] = {"--queue", "share", "--slots", "4", "--id", "e2e-share-b", NULL};
+	char *run, *state;
+	int by_a = 0, by_b = 0;
+	pid_t a, b;
+
+	ck_assert_int_gt(a = spawn_worker("worker-share-a", aargs), 0);
+	ck_assert_msg(log_has("worker-share-a", "kafka: assigned 24 partitions", 60000),
+		      "the first worker never held the queue's 24 partitions");
+	ck_assert_int_gt(b = spawn_worker("worker-share-b", bargs), 0);
+	ck_assert_msg(log_has("worker-share-b", "kafka: assigned 12 partitions", 60000),
+		      "the second worker never got 12 partitions");
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/share.yaml", NULL));
+	state = e2e_wait_run_end(run, e2e_ms(90000));
+	ck_assert_msg(state && !strcmp(state, "SUCCEEDED"), "share run ended %s",
+		      state ? state : "-");
+	for (int i = 0; i < 16; i++) {
+		char *who = e2e_ti_field(run, "nap", i, "worker");
+
+		ck_assert_ptr_nonnull(who);
+		by_a += !strcmp(who, "e2e-share-a");
+		by_b += !strcmp(who, "e2e-share-b");
+		free(who);
+	}
+	/* 16 instances over 8 partitions: a worker holding 4 gets none with odds 2^-16. */
+	ck_assert_msg(by_a > 0 && by_b > 0 && by_a + by_b == 16,
+		      "first worker ran %d of 16 tasks, second %d", by_a, by_b);
+	ck_assert_int_eq(e2e_stop(b, SIGTERM, 15000), 0);
+	ck_assert_int_eq(e2e_stop(a, SIGTERM, 15000), 0);
+	free(state);
+	free(run);
+}
+END_TEST
+
 START_TEST(planner_serves_metrics)
 {
 	static char body[65536];
@@ -557,6 +621,7 @@ int main(void)
 		sigterm_hands_back_at_the_drain_timeout,
 		redis_outage_past_the_lease_kills_the_task_and_publishes_nothing,
 		planner_serves_metrics,
+		a_worker_joining_later_gets_a_share_of_the_normal_band,
 		NULL,
 	};
 
