@@ -43,7 +43,6 @@ DIAMOND_BODIES = ("commands", "python")
 DIAMOND_BODY_TEXT = {"commands": "same commands", "python": "Python bodies"}
 
 
-
 def diamond_schedules(ti, slots):
     """What the diamond's own task durations (started..finished) would take on `slots` slots
     with no overhead at all, scheduled greedily (a free slot takes the oldest ready task): with

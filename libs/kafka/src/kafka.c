@@ -129,8 +129,31 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaqu
 			       msg->err ? rd_kafka_err2str(msg->err) : NULL, p->ctx);
 }
 
-static void produce_now(rd_kafka_t *rk, const char *topic, const void *key, size_t keylen,
-			const void *payload, size_t len, void *opaque);
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+/* Unordered producers' handles serve their delivery reports on librdkafka's background
+ * thread: polling them would drop those reports (librdkafka logs DRDROP), so they are never
+ * polled; outq_len says what the broker has not acknowledged. */
+static int unacked(struct sl_kafka_producer *p)
+{
+	return rd_kafka_outq_len(p->rk) + rd_kafka_outq_len(p->rk_now);
+}
+
+/* One copy-produce to rk. */
+static rd_kafka_resp_err_t producev(rd_kafka_t *rk, const char *topic, const void *key,
+				    size_t keylen, const void *payload, size_t len, void *opaque)
+{
+	return rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+				 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+				 RD_KAFKA_V_KEY((void *)key, keylen),
+				 RD_KAFKA_V_VALUE((void *)payload, len), RD_KAFKA_V_OPAQUE(opaque),
+				 RD_KAFKA_V_END);
+}
 
 /* Hands every message p holds to rk, in order (p->lock held). */
 static void hand_over(struct sl_kafka_producer *p, rd_kafka_t *rk)
@@ -143,8 +166,12 @@ static void hand_over(struct sl_kafka_producer *p, rd_kafka_t *rk)
 	while (h) {
 		struct held_msg *next = h->next;
 
-		produce_now(rk, h->data, h->data + h->topic_len + 1, h->key_len,
-			    h->data + h->topic_len + 1 + h->key_len, h->len, NULL);
+		rd_kafka_resp_err_t err = producev(rk, h->data, h->data + h->topic_len + 1,
+						   h->key_len, h->data + h->topic_len + 1 + h->key_len,
+						   h->len, NULL);
+
+		if (err) /* nobody to report it to: the reaper re-sends what is lost */
+			SL_ERROR("kafka produce to %s failed: %s", h->data, rd_kafka_err2str(err));
 		free(h);
 		h = next;
 	}
@@ -155,7 +182,7 @@ static void hand_over(struct sl_kafka_producer *p, rd_kafka_t *rk)
  * none waits behind the request of the first. Call with p->lock held. */
 static void release_held(struct sl_kafka_producer *p)
 {
-	if (!p->held || rd_kafka_outq_len(p->rk) || rd_kafka_outq_len(p->rk_now))
+	if (!p->held || unacked(p))
 		return;
 	hand_over(p, p->nheld == 1 ? p->rk_now : p->rk);
 }
@@ -321,25 +348,12 @@ static rd_kafka_t *route(struct sl_kafka_producer *p, const char *topic, const v
 	if (!p->lock_ready)
 		return rk;
 	pthread_mutex_lock(&p->lock);
-	if (!p->held && rd_kafka_outq_len(p->rk_now) == 0 && rd_kafka_outq_len(p->rk) == 0)
+	if (!p->held && !unacked(p))
 		rk = p->rk_now;
 	else if (hold(p, topic, key, keylen, payload, len) == 0)
 		rk = NULL;
 	pthread_mutex_unlock(&p->lock);
 	return rk;
-}
-
-/* Produces to rk, logging a failure (release_held has nobody to report it to). */
-static void produce_now(rd_kafka_t *rk, const char *topic, const void *key, size_t keylen,
-			const void *payload, size_t len, void *opaque)
-{
-	rd_kafka_resp_err_t err = rd_kafka_producev(
-		rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-		RD_KAFKA_V_KEY((void *)key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
-		RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
-
-	if (err)
-		SL_ERROR("kafka produce to %s failed: %s", topic, rd_kafka_err2str(err));
 }
 
 enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, const void *key,
@@ -351,33 +365,19 @@ enum sl_err sl_kafka_produce(struct sl_kafka_producer *p, const char *topic, con
 	if (!rk)
 		return SL_OK;
 	for (;;) {
-		rd_kafka_resp_err_t err = rd_kafka_producev(
-			rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-			RD_KAFKA_V_KEY((void *)key, keylen), RD_KAFKA_V_VALUE((void *)payload, len),
-			RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+		rd_kafka_resp_err_t err = producev(rk, topic, key, keylen, payload, len, opaque);
+
 		if (!err)
 			return SL_OK;
 		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || ++tries > 50) {
 			SL_ERROR("kafka produce to %s failed: %s", topic, rd_kafka_err2str(err));
 			return SL_ERR_KAFKA;
 		}
-		rd_kafka_poll(rk, 100);
+		if (p->lock_ready) /* reports served in the background: never poll (unacked) */
+			sleep_ms(100);
+		else
+			rd_kafka_poll(rk, 100);
 	}
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
-}
-
-/* Unordered producers' handles serve their delivery reports on librdkafka's background
- * thread: polling them would drop those reports (librdkafka logs DRDROP), so they are never
- * polled; outq_len says what the broker has not acknowledged. */
-static int unacked(struct sl_kafka_producer *p)
-{
-	return rd_kafka_outq_len(p->rk) + rd_kafka_outq_len(p->rk_now);
 }
 
 int sl_kafka_producer_poll(struct sl_kafka_producer *p, int timeout_ms)

@@ -71,9 +71,6 @@ START_TEST(close_after_assignment_is_quick)
 }
 END_TEST
 
-/* sl_kafka_lag_topics() (a few batched requests) counts what sl_kafka_lag() (two requests per
- * partition) counts, summed over topics, missing topics counting 0; sl_kafka_end_offsets() moves
- * with what is produced, not with what is committed. */
 /* Polls c (and d, may be NULL) for ms, dropping messages: serves their rebalances. */
 static void serve(struct sl_kafka_consumer *c, struct sl_kafka_consumer *d, int ms)
 {
@@ -133,6 +130,9 @@ START_TEST(a_late_member_gets_a_share_of_every_topic)
 }
 END_TEST
 
+/* sl_kafka_lag_topics() (a few batched requests) counts what sl_kafka_lag() (two requests per
+ * partition) counts, summed over topics, missing topics counting 0; sl_kafka_end_offsets() moves
+ * with what is produced, not with what is committed. */
 START_TEST(batched_lag_matches_lag)
 {
 	char topic[96], missing[96], group[96], err[512];
