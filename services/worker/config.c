@@ -32,6 +32,9 @@ const struct sl_config_entry worker_config_table[] = {
 	{"drain-timeout", SL_CFG_DURATION, "20s", F(drain_timeout_ms),
 	 "on SIGTERM, running tasks get this long to finish; then they are stopped and their "
 	 "leases released so the planner re-dispatches them (0: wait for them however long)"},
+	{"lease-ahead", SL_CFG_INT, "2", F(lease_ahead),
+	 "dispatches leased while every slot is busy, started without a Redis round trip when a "
+	 "slot frees (0-16; 0: lease only for a free slot)"},
 	{"http", SL_CFG_STR, "", F(http),
 	 "serve /healthz, /readyz and /metrics on host:port (e.g. 127.0.0.1:9464; :0 picks a "
 	 "port); empty: off"},
@@ -98,6 +101,11 @@ enum sl_err worker_config_finish(struct worker_config *cfg, char *errstr, size_t
 	if (cfg->lease_ttl_ms < WORKER_MIN_LEASE_TTL_MS || cfg->heartbeat_ms < 10) {
 		snprintf(errstr, errlen, "lease-ttl must be at least %ldms and heartbeat 10ms",
 			 WORKER_MIN_LEASE_TTL_MS);
+		return SL_ERR_CONFIG;
+	}
+	if (cfg->lease_ahead < 0 || cfg->lease_ahead > WORKER_LEASE_AHEAD_MAX) {
+		snprintf(errstr, errlen, "lease-ahead must be between 0 and %d, got %ld",
+			 WORKER_LEASE_AHEAD_MAX, cfg->lease_ahead);
 		return SL_ERR_CONFIG;
 	}
 	if (cfg->kill_grace_ms < 0 || cfg->drain_timeout_ms < 0) {

@@ -304,9 +304,9 @@ next:
 		if (!x->consumed || x->lease < 0 || reqs[x->lease].err != SL_OK || x->is_inline)
 			continue;
 		if (worker_slot_assign(w, x->d, x->ttl, sent_ms) != 0) {
-			/* Cannot happen (the batch took no more than the free slots, and only
-			 * this thread fills them); the lease lapses and the planner
-			 * re-dispatches. */
+			/* Cannot happen (the batch took no more than worker_room(), and only
+			 * this thread fills slots and the ahead list); the lease lapses and
+			 * the planner re-dispatches. */
 			SL_ERROR("no free slot for %s/%s[%d]", x->d->run_id, x->d->task,
 				 x->d->map_index);
 			continue;
@@ -466,11 +466,11 @@ static rd_kafka_message_t *pending_pop(struct pending *p)
 }
 
 /* One turn: takes from p, in priority order, every dispatch that can start now (at most
- * free_slots of those needing a slot, any number of inline built-ins, rejects and
+ * room (worker_room()) of those needing a slot, any number of inline built-ins, rejects and
  * duplicates), asks for all their leases in one pipelined round trip and settles them.
  * Returns 1 when something was taken, 0 when nothing could be, -1 when something must be
  * retried (Redis or Kafka unavailable). */
-static int take_batch(struct worker *w, struct pending *p, int free_slots, struct item *it,
+static int take_batch(struct worker *w, struct pending *p, int room, struct item *it,
 		      struct sl_lease_req *reqs)
 {
 	unsigned char mark[WORKER_PENDING_MAX], keep[WORKER_PENDING_MAX];
@@ -484,14 +484,14 @@ static int take_batch(struct worker *w, struct pending *p, int free_slots, struc
 		size_t k = message_decode(w, pending_at(p, (size_t)pick), (size_t)pick, x);
 
 		if (k == 1 && x->d && !x->is_inline) {
-			if (free_slots == 0) {
+			if (room == 0) {
 				/* Waits for a slot, and so does the rest of its partition; inline
 				 * ones of other partitions may still go. */
 				sluice__v1__task_dispatch__free_unpacked(x->d, NULL);
 				mark[pick] = MARK_BLOCKED;
 				continue;
 			}
-			free_slots--;
+			room--;
 		}
 		mark[pick] = MARK_TAKEN;
 		n += k;
@@ -584,18 +584,21 @@ void worker_consume(struct worker *w)
 	}
 	for (;;) {
 		rd_kafka_message_t *m;
-		int free_slots, want_pause;
+		int free_slots, room, want_pause;
 		int draining;
 
 		check_stop(w);
 		draining = atomic_load(&w->draining);
+		if (atomic_load(&w->hard_stop))
+			worker_ahead_release(w);
 		free_slots = worker_free_slots(w);
 		if (draining && free_slots == w->nslots)
 			break;
+		room = worker_room(w);
 		/* stuck: the buffer holds only dispatches waiting for a slot; look again once one
 		 * frees or something new arrives. */
-		if (!draining && p.n && sl_mono_ms() >= retry_at && (!stuck || free_slots > 0)) {
-			int rc = take_batch(w, &p, free_slots, it, reqs);
+		if (!draining && p.n && sl_mono_ms() >= retry_at && (!stuck || room > 0)) {
+			int rc = take_batch(w, &p, room, it, reqs);
 
 			stuck = rc == 0;
 			if (rc < 0) {
@@ -630,9 +633,15 @@ void worker_consume(struct worker *w)
 			sl_kafka_consumer_set_paused(w->consumer, want_pause);
 			paused = want_pause;
 		}
+		/* Sleeps until a slot frees (or 20 ms), unless room appeared since it was read:
+		 * its wake-up, sent during take_batch's round trip, is gone, and sleeping through
+		 * it idled slots for 20 ms with dispatches buffered (about 1 hand-off in 30 of
+		 * the diamond, 2026-12-06). */
 		if (paused || p.n) {
 			pthread_mutex_lock(&w->lock);
-			worker_wait(w, 20);
+			if (paused || sl_mono_ms() < retry_at ||
+			    (w->nbusy >= w->nslots && w->nahead >= w->cfg->lease_ahead))
+				worker_wait(w, 20);
 			pthread_mutex_unlock(&w->lock);
 		}
 		m = NULL;
@@ -650,6 +659,7 @@ void worker_consume(struct worker *w)
 		sl_metric_set(w->m.waiting, (int64_t)p.n);
 		sl_kafka_producer_poll(w->producer, 0);
 	}
+	worker_ahead_release(w); /* after a hard stop; none are left after a drain */
 	/* Messages without a lease are not stored: the group hands them to another member. */
 	while (p.n)
 		rd_kafka_message_destroy(pending_pop(&p));

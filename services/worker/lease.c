@@ -20,6 +20,58 @@ struct renewal {
 	unsigned gen;
 };
 
+/* Renews the leases of the dispatches leased ahead that are due; drops those whose lease
+ * is gone (the run was cancelled, or the reaper took the instance back). A slot may take one
+ * while Redis answers: it carries the old renewal time, so its own renewal follows at once.
+ * @locks w->lock held (released around each renewal). */
+static void renew_ahead(struct worker *w, int *failing)
+{
+	for (int i = 0; i < w->nahead; i++) {
+		struct worker_ahead *a = &w->ahead[i];
+		struct renewal rn;
+		enum sl_err err;
+		int64_t now = sl_mono_ms(), sent = now;
+
+		if (now < a->next_renew_ms)
+			continue;
+		sl_strlcpy(rn.run, a->d->run_id, sizeof(rn.run));
+		sl_strlcpy(rn.task, a->d->task, sizeof(rn.task));
+		rn.idx = a->d->map_index;
+		rn.attempt = a->d->attempt;
+		rn.ttl_ms = a->ttl_ms;
+		rn.gen = a->gen;
+		pthread_mutex_unlock(&w->lock);
+		err = sl_state_lease_renew(w->lease_st, rn.run, rn.task, rn.idx, rn.attempt,
+					   w->cfg->id, rn.ttl_ms);
+		pthread_mutex_lock(&w->lock);
+		for (i = 0; i < w->nahead && w->ahead[i].gen != rn.gen; i++)
+			;
+		if (i == w->nahead)
+			return; /* a slot took it meanwhile; the rest waits for the next tick */
+		a = &w->ahead[i];
+		now = sl_mono_ms();
+		if (err == SL_OK) {
+			a->next_renew_ms = now + rn.ttl_ms / 3;
+			a->stop_by_ms = worker_lease_stop_by(w, sent, rn.ttl_ms);
+			*failing = 0;
+		} else if (err == SL_ERR_STALE) {
+			Sluice__V1__TaskDispatch *d = a->d;
+
+			worker_ahead_drop(w, i--);
+			SL_INFO("lease of %s/%s[%d] attempt %u, leased ahead, is gone (cancelled or "
+				"re-dispatched): dropped before it started",
+				rn.run, rn.task, rn.idx, rn.attempt);
+			sluice__v1__task_dispatch__free_unpacked(d, NULL);
+		} else {
+			long again = rn.ttl_ms / 10 < 1000 ? rn.ttl_ms / 10 : 1000;
+
+			a->next_renew_ms = now + again;
+			if (!(*failing)++)
+				SL_WARN("cannot renew leases: %s; retrying", sl_strerror(err));
+		}
+	}
+}
+
 void *worker_lease_main(void *arg)
 {
 	struct worker *w = arg;
@@ -76,6 +128,7 @@ void *worker_lease_main(void *arg)
 					SL_WARN("cannot renew leases: %s; retrying", sl_strerror(err));
 			}
 		}
+		renew_ahead(w, &failing);
 		worker_wait(w, LEASE_TICK_MS);
 	}
 	pthread_mutex_unlock(&w->lock);

@@ -34,21 +34,54 @@ int worker_free_slots(struct worker *w)
 	return n;
 }
 
+/* 1 when job is (run, task, idx, attempt) of d. */
+static int same_job(const Sluice__V1__TaskDispatch *j, const Sluice__V1__TaskDispatch *d)
+{
+	return j->attempt == d->attempt && j->map_index == d->map_index &&
+	       !strcmp(j->run_id, d->run_id) && !strcmp(j->task, d->task);
+}
+
 int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d)
 {
-	for (int i = 0; i < w->nslots; i++) {
-		const Sluice__V1__TaskDispatch *j = w->slots[i].job;
-
-		if (j && j->attempt == d->attempt && j->map_index == d->map_index &&
-		    !strcmp(j->run_id, d->run_id) && !strcmp(j->task, d->task))
+	for (int i = 0; i < w->nslots; i++)
+		if (w->slots[i].job && same_job(w->slots[i].job, d))
 			return 1;
-	}
+	for (int i = 0; i < w->nahead; i++)
+		if (same_job(w->ahead[i].d, d))
+			return 1;
 	return 0;
+}
+
+int worker_room(struct worker *w)
+{
+	int n;
+
+	pthread_mutex_lock(&w->lock);
+	n = w->nslots - w->nbusy;
+	if (n == 0 && !atomic_load(&w->hard_stop))
+		n = (int)w->cfg->lease_ahead - w->nahead;
+	pthread_mutex_unlock(&w->lock);
+	return n;
+}
+
+/* Gives the job d, leased until stop_by_ms and renewed next at next_renew_ms, to slot s.
+ * @locks w->lock held. */
+static void slot_give(struct worker_slot *s, Sluice__V1__TaskDispatch *d, long ttl_ms,
+		      int64_t next_renew_ms, int64_t stop_by_ms)
+{
+	s->job = d;
+	s->ttl_ms = ttl_ms;
+	s->next_renew_ms = next_renew_ms;
+	atomic_store(&s->stop_by_ms, stop_by_ms);
+	s->gen++;
+	s->result_out = 0;
+	atomic_store(&s->lost, 0);
 }
 
 int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_ms,
 		       int64_t sent_ms)
 {
+	int64_t renew = sent_ms + ttl_ms / 3, stop_by = worker_lease_stop_by(w, sent_ms, ttl_ms);
 	int rc = -1;
 
 	pthread_mutex_lock(&w->lock);
@@ -57,21 +90,63 @@ int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_m
 
 		if (s->job)
 			continue;
-		s->job = d;
-		s->ttl_ms = ttl_ms;
-		s->next_renew_ms = sent_ms + ttl_ms / 3;
-		atomic_store(&s->stop_by_ms, worker_lease_stop_by(w, sent_ms, ttl_ms));
-		s->gen++;
-		s->result_out = 0;
-		atomic_store(&s->lost, 0);
+		slot_give(s, d, ttl_ms, renew, stop_by);
 		w->nbusy++;
 		sl_metric_set(w->m.busy, w->nbusy);
 		pthread_cond_signal(&s->wake);
 		rc = 0;
 		break;
 	}
+	if (rc != 0 && w->nahead < w->cfg->lease_ahead) {
+		w->ahead[w->nahead++] = (struct worker_ahead){.d = d, .ttl_ms = ttl_ms,
+							     .next_renew_ms = renew,
+							     .stop_by_ms = stop_by,
+							     .gen = ++w->ahead_gen};
+		sl_metric_set(w->m.ahead, w->nahead);
+		rc = 0;
+	}
 	pthread_mutex_unlock(&w->lock);
 	return rc;
+}
+
+void worker_ahead_drop(struct worker *w, int i)
+{
+	memmove(&w->ahead[i], &w->ahead[i + 1], (size_t)(w->nahead - i - 1) * sizeof(w->ahead[0]));
+	w->nahead--;
+	sl_metric_set(w->m.ahead, w->nahead);
+}
+
+/* The slot that just finished its job takes the oldest dispatch leased ahead, unless the
+ * worker stops hard (those are released instead). Returns 1 when it did. @locks w->lock held. */
+static int slot_take_ahead(struct worker_slot *s)
+{
+	struct worker *w = s->w;
+	struct worker_ahead a;
+
+	if (!w->nahead || atomic_load(&w->hard_stop))
+		return 0;
+	a = w->ahead[0];
+	worker_ahead_drop(w, 0);
+	slot_give(s, a.d, a.ttl_ms, a.next_renew_ms, a.stop_by_ms);
+	return 1;
+}
+
+void worker_ahead_release(struct worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	while (w->nahead) {
+		struct worker_ahead a = w->ahead[0];
+
+		worker_ahead_drop(w, 0);
+		pthread_mutex_unlock(&w->lock);
+		SL_INFO("%s/%s[%d] attempt %u: leased ahead, not started; lease released for "
+			"re-dispatch", a.d->run_id, a.d->task, a.d->map_index, a.d->attempt);
+		sl_state_lease_release(w->st, a.d->run_id, a.d->task, a.d->map_index, a.d->attempt,
+				       w->cfg->id);
+		sluice__v1__task_dispatch__free_unpacked(a.d, NULL);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
 }
 
 static void release_lease(struct worker_slot *s, const Sluice__V1__TaskDispatch *d)
@@ -166,8 +241,11 @@ void *worker_slot_main(void *arg)
 		pthread_mutex_lock(&w->lock);
 		s->job = NULL;
 		s->result_out = 0;
-		w->nbusy--;
-		sl_metric_set(w->m.busy, w->nbusy);
+		/* The next job, leased already, starts at once; the consume loop leases another. */
+		if (!slot_take_ahead(s)) {
+			w->nbusy--;
+			sl_metric_set(w->m.busy, w->nbusy);
+		}
 		pthread_cond_broadcast(&w->cond);
 		/* The lease thread copies what it needs under the lock, so d may go now. */
 		pthread_mutex_unlock(&w->lock);

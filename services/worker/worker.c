@@ -125,6 +125,9 @@ static void register_metrics(struct worker *w)
 	w->m.slots = sl_health_gauge(h, "sluice_worker_slots", "Slots of this worker.");
 	w->m.waiting = sl_health_gauge(h, "sluice_worker_dispatches_waiting",
 				       "Fetched dispatches waiting for a slot (unleased).");
+	w->m.ahead = sl_health_gauge(h, "sluice_worker_dispatches_leased_ahead",
+				     "Dispatches leased while every slot is busy, for the slot that "
+				     "frees next.");
 	w->m.draining = sl_health_gauge(h, "sluice_worker_draining",
 					"1 while draining (taking no more dispatches).");
 	sl_metric_set(w->m.slots, w->cfg->slots);
@@ -273,10 +276,10 @@ enum sl_err worker_run(struct worker *w)
 	}
 	w->registry_started = 1;
 	sl_health_set_ready(w->health, 1);
-	SL_INFO("worker %s started: queue %s (topics %s, %s, %s, group %s), %d slots, lease ttl "
-		"%ld ms",
+	SL_INFO("worker %s started: queue %s (topics %s, %s, %s, group %s), %d slots, %ld leased "
+		"ahead, lease ttl %ld ms",
 		w->cfg->id, w->cfg->queue, w->topic_high, w->topic, w->topic_low, w->group,
-		w->nslots, w->cfg->lease_ttl_ms);
+		w->nslots, w->cfg->lease_ahead, w->cfg->lease_ttl_ms);
 	worker_consume(w);
 out:
 	if (err != SL_OK) {

@@ -34,6 +34,7 @@
 #define WORKER_MIN_LEASE_TTL_MS 300L
 #define WORKER_BACKOFF_MIN_MS 100L
 #define WORKER_BACKOFF_MAX_MS 5000L
+#define WORKER_LEASE_AHEAD_MAX 16 /* --lease-ahead's upper bound */
 
 /* ---- config.c ---- */
 
@@ -50,6 +51,7 @@ struct worker_config {
 	long kill_grace_ms;
 	char *http; /* health/metrics listen address, "" = off */
 	long drain_timeout_ms; /* after SIGTERM: running tasks get this long, then are handed back */
+	long lease_ahead;      /* dispatches leased while every slot is busy (0-16) */
 };
 
 extern const struct sl_config_entry worker_config_table[];
@@ -87,10 +89,21 @@ struct worker_slot {
 	atomic_llong stop_by_ms;
 };
 
+/* A dispatch leased while every slot was busy, so that the slot that frees next starts it
+ * without a Redis round trip (ADR 22). Guarded by worker.lock; renewed by the lease thread
+ * like a slot's job until a slot takes it. */
+struct worker_ahead {
+	Sluice__V1__TaskDispatch *d; /* owned */
+	long ttl_ms;
+	int64_t next_renew_ms; /* monotonic */
+	int64_t stop_by_ms;    /* as worker_slot.stop_by_ms */
+	unsigned gen;          /* worker.ahead_gen when leased, so the lease thread finds it */
+};
+
 /* The worker's Prometheus metrics (owned by worker.health; any may be NULL). */
 struct worker_metrics {
 	struct sl_metric *started, *succeeded, *failed, *stopped, *leases_lost;
-	struct sl_metric *busy, *slots, *waiting, *draining;
+	struct sl_metric *busy, *slots, *waiting, *ahead, *draining;
 };
 
 struct worker {
@@ -113,6 +126,11 @@ struct worker {
 	struct worker_slot *slots;
 	int nslots;
 	int nbusy; /* lock */
+	/* lock: leased ahead, oldest first (taken in that order); only while every slot is
+	 * busy, except after a hard stop, when they wait to be released */
+	struct worker_ahead ahead[WORKER_LEASE_AHEAD_MAX];
+	int nahead;
+	unsigned ahead_gen;
 	atomic_int draining;        /* take no more dispatches; finish what is held */
 	atomic_int drain_requested; /* the registry says drain (set by the registry thread) */
 	atomic_int hard_stop;       /* stop tasks now, release their leases, publish nothing */
@@ -166,14 +184,28 @@ void worker_slots_wake(struct worker *w);
 /* Number of free slots. @locks takes w->lock. */
 int worker_free_slots(struct worker *w);
 
-/* Returns 1 when some slot holds (run, task, idx, attempt) already. @locks w->lock held. */
+/* Returns 1 when some slot, or the dispatches leased ahead, hold (run, task, idx, attempt)
+ * already. @locks w->lock held. */
 int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d);
 
+/* How many more dispatches the worker takes now: its free slots, or with every slot busy,
+ * the room left to lease ahead (--lease-ahead; none after a hard stop). @locks takes w->lock. */
+int worker_room(struct worker *w);
+
 /* Gives d (takes ownership) with its lease ttl, acquired by a request sent at sent_ms
- * (monotonic), to a free slot. Returns 0, or -1 when no slot is free (d untouched).
+ * (monotonic), to a free slot, or with every slot busy keeps it leased ahead for the slot
+ * that frees first. Returns 0, or -1 when there is room for neither (d untouched).
  * @locks takes w->lock. */
 int worker_slot_assign(struct worker *w, Sluice__V1__TaskDispatch *d, long ttl_ms,
 		       int64_t sent_ms);
+
+/* Removes w->ahead[i] (its dispatch is the caller's now). @locks w->lock held. */
+void worker_ahead_drop(struct worker *w, int i);
+
+/* Releases the leases of the dispatches leased ahead and not started (after a hard stop), so
+ * that the planner re-dispatches them at once. @locks takes w->lock. @locality consume
+ * thread (uses w->st). */
+void worker_ahead_release(struct worker *w);
 
 /* ---- run.c ---- */
 

@@ -1,7 +1,7 @@
 /* e2e_worker.c - the worker against the real stack: priority bands, /healthz /readyz /metrics,
  * drain on SIGTERM (finish, or hand back at the drain timeout), and a Redis outage longer than
  * the lease (the task is killed, nothing is published), a worker joining later gets its share
- * of the queue. */
+ * of the queue, dispatches leased ahead while every slot is busy. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -229,8 +229,10 @@ START_TEST(high_priority_dispatches_start_first)
 
 	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
 	{
-		const char *wargs[] = {"--queue", "prio", "--slots", "1", "--id", "e2e-prio-w",
-				       "--http", http, NULL};
+		/* --lease-ahead 0: a dispatch leased ahead while the slot is busy starts before
+		 * a higher one that arrives after it (docs/worker.md, "Priorities"). */
+		const char *wargs[] = {"--queue", "prio", "--slots", "1", "--lease-ahead", "0",
+				       "--id", "e2e-prio-w", "--http", http, NULL};
 		ck_assert_int_gt(w = spawn_worker("worker-prio", wargs), 0);
 	}
 	/* The one slot waits for a gate file while the twelve dispatches pile up. */
@@ -597,6 +599,100 @@ START_TEST(a_worker_joining_later_gets_a_share_of_the_normal_band)
 }
 END_TEST
 
+/* Waits until metric name of the worker on port is want; returns the last value read. */
+static long wait_metric(int port, const char *name, long want, long ms)
+{
+	int64_t until = sl_mono_ms() + e2e_ms(ms);
+	long v;
+
+	while ((v = worker_metric(port, name)) != want && sl_mono_ms() < until)
+		usleep(50000);
+	return v;
+}
+
+/* Opens the gate file path. */
+static void open_gate(const char *path)
+{
+	FILE *fp = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(fp);
+	fclose(fp);
+}
+
+/* With its one slot busy, the worker leases the next two dispatches ahead (ADR 22) and keeps
+ * their leases alive past the lease ttl (3 s here) until the slot frees; a cancelled run's
+ * leased-ahead dispatches are dropped without starting. */
+START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
+{
+	char gate[600], param[700], *block, *run, *st;
+	const char *gate_param[] = {param, NULL};
+	const char *cancel[] = {"cancel", NULL, NULL};
+	int port = e2e_free_port();
+	char http[32];
+	pid_t w;
+
+	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+	{
+		const char *wargs[] = {"--queue", "ahead", "--slots", "1", "--lease-ahead", "2",
+				       "--id", "e2e-ahead-w", "--http", http, NULL};
+		ck_assert_int_gt(w = spawn_worker("worker-ahead", wargs), 0);
+	}
+	snprintf(gate, sizeof(gate), "%s/ahead-gate-1", e2e_tmpdir("worker"));
+	unlink(gate);
+	snprintf(param, sizeof(param), "gate=%s", gate);
+	ck_assert_ptr_nonnull(block = e2e_submit(E2E_FLOWS "/ahead_blocker.yaml", gate_param));
+	ck_assert_msg(wait_running(block, "block", -1, 60000), "blocker never ran");
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/ahead.yaml", NULL));
+	ck_assert_int_eq(wait_metric(port, "sluice_worker_dispatches_leased_ahead", 2, 30000), 2);
+	ck_assert_int_eq(wait_metric(port, "sluice_worker_dispatches_waiting", 2, 30000), 2);
+	/* Past the planner's 3 s lease ttl: only renewals keep the reaper from re-dispatching. */
+	sleep(5);
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_dispatches_leased_ahead"), 2);
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 1);
+	open_gate(gate);
+	st = e2e_wait_run_end(run, e2e_ms(30000));
+	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
+	free(st);
+	for (int i = 0; i < 4; i++) {
+		char *a = e2e_ti_field(run, "quick", i, "attempt");
+
+		ck_assert_msg(a && !strcmp(a, "1"), "quick[%d] ran as attempt %s", i, a ? a : "-");
+		free(a);
+	}
+	st = e2e_wait_run_end(block, e2e_ms(30000));
+	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
+	free(st);
+	free(block);
+	free(run);
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 5);
+
+	/* Again, and the run is cancelled while two of its dispatches are leased ahead. */
+	snprintf(gate, sizeof(gate), "%s/ahead-gate-2", e2e_tmpdir("worker"));
+	unlink(gate);
+	snprintf(param, sizeof(param), "gate=%s", gate);
+	ck_assert_ptr_nonnull(block = e2e_submit(E2E_FLOWS "/ahead_blocker.yaml", gate_param));
+	ck_assert_msg(wait_running(block, "block", -1, 60000), "blocker never ran");
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/ahead.yaml", NULL));
+	ck_assert_int_eq(wait_metric(port, "sluice_worker_dispatches_leased_ahead", 2, 30000), 2);
+	cancel[1] = run;
+	ck_assert_int_eq(e2e_cli(NULL, NULL, cancel), 0);
+	/* the next renewal (every ttl/3) finds the leases gone */
+	ck_assert_int_eq(wait_metric(port, "sluice_worker_dispatches_leased_ahead", 0, 10000), 0);
+	open_gate(gate);
+	st = e2e_wait_run_end(block, e2e_ms(30000));
+	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
+	free(st);
+	st = e2e_run_field(run, "state");
+	ck_assert_str_eq(st ? st : "-", "CANCELLED");
+	free(st);
+	/* the blocker only: nothing of the cancelled run started */
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 6);
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
+	free(block);
+	free(run);
+}
+END_TEST
+
 START_TEST(planner_serves_metrics)
 {
 	static char body[65536];
@@ -622,6 +718,7 @@ int main(void)
 		redis_outage_past_the_lease_kills_the_task_and_publishes_nothing,
 		planner_serves_metrics,
 		a_worker_joining_later_gets_a_share_of_the_normal_band,
+		dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled,
 		NULL,
 	};
 
