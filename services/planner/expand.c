@@ -392,11 +392,12 @@ static enum sl_err dispatch_created(struct planner *p, struct planner_run *run,
 				    size_t nmade, const struct sl_expand_ctx *ctx)
 {
 	ProtobufCBinaryData el[SL_BATCH_MAX];
-	size_t nel = 0, bytes = 0;
+	size_t nel = 0, bytes = 0, nsent = 0;
 	int first = 0;
 	const size_t max = t->kind == SL_TASK_BUILTIN && sl_flow_builtin_is_inline(t->builtin)
 				   ? SL_BATCH_MAX
 				   : 1;
+	int *sent = max == 1 ? malloc(EXPAND_CHUNK * sizeof(*sent)) : NULL;
 	enum sl_err rc = SL_OK;
 
 	if (!made)
@@ -414,12 +415,22 @@ static enum sl_err dispatch_created(struct planner *p, struct planner_run *run,
 		}
 		if (!nel)
 			first = c->tis[at].idx;
+		if (sent)
+			sent[nsent++] = c->tis[at].idx;
 		el[nel].data = c->bufs[at];
 		el[nel++].len = c->tis[at].len;
 		bytes += c->tis[at].len;
 	}
 	if (rc == SL_OK && nel)
 		rc = produce_batch(p, run, t, queue, el, nel, first);
+	/* Instances that need a slot are indexed as waiting, for an idle worker of the queue to
+	 * take from a busy one's partitions (ADR 23); without the index they only wait longer. */
+	if (rc == SL_OK && nsent &&
+	    sl_state_queued_add(p->state, queue, run->id, t->name, sent, nsent, sl_now_ms()) !=
+		    SL_OK)
+		SL_WARN("run %s: task %s: cannot index %zu dispatches as waiting (redis); idle "
+			"workers will not take them", run->id, t->name, nsent);
+	free(sent);
 	return rc;
 }
 

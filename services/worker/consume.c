@@ -518,7 +518,8 @@ static int take_batch(struct worker *w, struct pending *p, int room, struct item
 			continue;
 		reqs[nreq] = (struct sl_lease_req){.run = d->run_id, .task = d->task,
 						    .idx = d->map_index, .attempt = d->attempt,
-						    .ttl_ms = it[i].ttl};
+						    .ttl_ms = it[i].ttl,
+						    .queue = it[i].is_inline ? NULL : w->cfg->queue};
 		it[i].lease = (int)nreq++;
 	}
 	sent = sl_mono_ms(); /* the leases count from the request, not from the reply */
@@ -537,6 +538,88 @@ static int take_batch(struct worker *w, struct pending *p, int room, struct item
 	}
 	pending_compact(p, keep);
 	return rc;
+}
+
+/* ---- dispatches waiting in other workers' partitions (ADR 23) ---- */
+
+/* What a scan of the queue's waiting dispatches found for the free slots. */
+struct take_others {
+	const struct worker *w;
+	Sluice__V1__TaskDispatch *d[WORKER_TAKE_MAX];
+	int n, room;
+};
+
+/* Keeps a scanned dispatch this worker can run in a slot: of its queue, well formed, needing a
+ * slot (inline built-ins are never indexed). */
+static void take_others_keep(const void *bytes, size_t len, void *ud)
+{
+	struct take_others *t = ud;
+	Sluice__V1__TaskDispatch *d;
+
+	if (t->n >= t->room ||
+	    !(d = sluice__v1__task_dispatch__unpack(NULL, len, (const uint8_t *)bytes)))
+		return;
+	if (check_dispatch(d) || !d->queue || strcmp(d->queue, t->w->cfg->queue) ||
+	    (d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
+	     worker_builtin_is_inline(d->builtin))) {
+		sluice__v1__task_dispatch__free_unpacked(d, NULL);
+		return;
+	}
+	t->d[t->n++] = d;
+}
+
+/* With free slots and nothing fetched to run, starts dispatches of the queue that wait in
+ * Redis's index (sl_state_queued_scan): each partition belongs to one worker, so at the end
+ * of a stage one worker idled while another still had tasks queued in its partitions. The
+ * lease decides who runs each, as for a fetched dispatch: the owner, fetching it later, finds
+ * it leased (busy) and drops it. Returns how many started, or -1 when Redis failed. */
+static int take_from_others(struct worker *w, int free_slots)
+{
+	struct take_others t = {.w = w, .room = free_slots < WORKER_TAKE_MAX ? free_slots
+										: WORKER_TAKE_MAX};
+	struct sl_lease_req reqs[WORKER_TAKE_MAX];
+	long ttl[WORKER_TAKE_MAX];
+	int started = 0;
+	int64_t sent;
+
+	if (sl_state_queued_scan(w->st, w->cfg->queue, WORKER_TAKE_SCAN, t.room,
+				 take_others_keep, &t) != SL_OK)
+		return -1;
+	if (t.n == 0)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	for (int i = 0; i < t.n; i++) {
+		const Sluice__V1__TaskDispatch *d = t.d[i];
+
+		ttl[i] = d->lease_ttl_ms ? (long)d->lease_ttl_ms : w->cfg->lease_ttl_ms;
+		if (ttl[i] < WORKER_MIN_LEASE_TTL_MS)
+			ttl[i] = WORKER_MIN_LEASE_TTL_MS;
+		reqs[i] = (struct sl_lease_req){.run = d->run_id, .task = d->task,
+						 .idx = d->map_index, .attempt = d->attempt,
+						 .ttl_ms = ttl[i], .queue = w->cfg->queue};
+		if (worker_slot_holds(w, d))
+			reqs[i].attempt = 0; /* ours already: the script answers stale */
+	}
+	pthread_mutex_unlock(&w->lock);
+	sent = sl_mono_ms(); /* the leases count from the request, not from the reply */
+	sl_state_lease_acquire_many(w->st, w->cfg->id, reqs, (size_t)t.n);
+	for (int i = 0; i < t.n; i++) {
+		if (reqs[i].err == SL_OK) {
+			SL_DEBUG("took %s/%s[%d] attempt %u, waiting in another worker's partition",
+				 t.d[i]->run_id, t.d[i]->task, t.d[i]->map_index, t.d[i]->attempt);
+			if (worker_slot_assign(w, t.d[i], ttl[i], sent) == 0) {
+				t.d[i] = NULL; /* the slot's now */
+				sl_metric_inc(w->m.taken);
+				started++;
+				continue;
+			}
+			/* only this thread fills slots: cannot happen; handed back at once */
+			sl_state_lease_release(w->st, reqs[i].run, reqs[i].task, reqs[i].idx,
+					       reqs[i].attempt, w->cfg->id);
+		}
+		sluice__v1__task_dispatch__free_unpacked(t.d[i], NULL);
+	}
+	return started;
 }
 
 /* Polls the consumer for up to timeout_ms. When the group took partitions back meanwhile (the
@@ -565,7 +648,8 @@ static rd_kafka_message_t *poll_one(struct worker *w, struct pending *p, int tim
 void worker_consume(struct worker *w)
 {
 	struct pending p;
-	int64_t retry_at = 0, last_poll = 0;
+	int64_t retry_at = 0, last_poll = 0, take_at = 0;
+	long take_wait = WORKER_TAKE_IDLE_MS;
 	unsigned revocations = 0;
 	long backoff = WORKER_BACKOFF_MIN_MS;
 	int paused = 0, failing = 0, stuck = 0;
@@ -646,8 +730,12 @@ void worker_consume(struct worker *w)
 		}
 		m = NULL;
 		if (paused || p.n < prefetch || sl_mono_ms() - last_poll >= WORKER_POLL_KEEPALIVE_MS) {
-			m = poll_one(w, &p, paused || p.n ? 0 : 50, &revocations);
+			m = poll_one(w, &p, paused || p.n ? 0 : WORKER_TAKE_IDLE_MS, &revocations);
 			last_poll = sl_mono_ms();
+		}
+		if (m || p.n) {
+			take_wait = WORKER_TAKE_IDLE_MS;
+			take_at = sl_mono_ms() + take_wait;
 		}
 		/* Whatever else is fetched already joins the batch of the next turn: one Redis
 		 * round trip for all of their leases. */
@@ -655,6 +743,18 @@ void worker_consume(struct worker *w)
 			pending_push(w, &p, m);
 			stuck = 0;
 			m = p.n < prefetch ? poll_one(w, &p, 0, &revocations) : NULL;
+		}
+		/* Slots free and nothing of its own fetched for WORKER_TAKE_IDLE_MS: take what
+		 * waits in the other workers' partitions; look less often while there is none. */
+		if (!paused && !p.n && sl_mono_ms() >= take_at &&
+		    (free_slots = worker_free_slots(w)) > 0) {
+			int took = take_from_others(w, free_slots);
+
+			take_wait = took > 0 ? WORKER_TAKE_IDLE_MS
+				    : took < 0 || take_wait * 2 > WORKER_TAKE_WAIT_MAX_MS
+					? WORKER_TAKE_WAIT_MAX_MS
+					: take_wait * 2;
+			take_at = sl_mono_ms() + take_wait;
 		}
 		sl_metric_set(w->m.waiting, (int64_t)p.n);
 		sl_kafka_producer_poll(w->producer, 0);

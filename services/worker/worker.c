@@ -121,6 +121,9 @@ static void register_metrics(struct worker *w)
 	w->m.leases_lost = sl_health_counter(h, "sluice_worker_leases_lost_total",
 					     "Leases lost while their task ran (task killed, "
 					     "nothing published).");
+	w->m.taken = sl_health_counter(h, "sluice_worker_tasks_taken_from_others_total",
+				       "Task instances waiting in another worker's partitions that "
+				       "this one took from Redis while its slots idled.");
 	w->m.busy = sl_health_gauge(h, "sluice_worker_busy_slots", "Slots running a task.");
 	w->m.slots = sl_health_gauge(h, "sluice_worker_slots", "Slots of this worker.");
 	w->m.waiting = sl_health_gauge(h, "sluice_worker_dispatches_waiting",

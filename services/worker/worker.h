@@ -35,6 +35,14 @@
 #define WORKER_BACKOFF_MIN_MS 100L
 #define WORKER_BACKOFF_MAX_MS 5000L
 #define WORKER_LEASE_AHEAD_MAX 16 /* --lease-ahead's upper bound */
+/* Taking dispatches that wait in other workers' partitions (ADR 23): after this long with
+ * free slots and nothing fetched, looking at most at the queue's WORKER_TAKE_SCAN oldest
+ * waiting dispatches for up to WORKER_TAKE_MAX; finding none, looking again twice as late,
+ * up to WORKER_TAKE_WAIT_MAX_MS. */
+#define WORKER_TAKE_IDLE_MS 20L
+#define WORKER_TAKE_WAIT_MAX_MS 1000L
+#define WORKER_TAKE_SCAN 64
+#define WORKER_TAKE_MAX 16
 
 /* ---- config.c ---- */
 
@@ -102,7 +110,7 @@ struct worker_ahead {
 
 /* The worker's Prometheus metrics (owned by worker.health; any may be NULL). */
 struct worker_metrics {
-	struct sl_metric *started, *succeeded, *failed, *stopped, *leases_lost;
+	struct sl_metric *started, *succeeded, *failed, *stopped, *leases_lost, *taken;
 	struct sl_metric *busy, *slots, *waiting, *ahead, *draining;
 };
 

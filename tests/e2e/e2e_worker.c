@@ -1,7 +1,8 @@
 /* e2e_worker.c - the worker against the real stack: priority bands, /healthz /readyz /metrics,
  * drain on SIGTERM (finish, or hand back at the drain timeout), and a Redis outage longer than
  * the lease (the task is killed, nothing is published), a worker joining later gets its share
- * of the queue, dispatches leased ahead while every slot is busy. */
+ * of the queue, dispatches leased ahead while every slot is busy, an idle worker takes what
+ * waits in a stopped one's partitions. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -644,7 +645,9 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 	ck_assert_msg(wait_running(block, "block", -1, 60000), "blocker never ran");
 	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/ahead.yaml", NULL));
 	ck_assert_int_eq(wait_metric(port, "sluice_worker_dispatches_leased_ahead", 2, 30000), 2);
-	ck_assert_int_eq(wait_metric(port, "sluice_worker_dispatches_waiting", 2, 30000), 2);
+	/* 2 or 3: the blocker's own dispatch, when the worker took it from Redis (ADR 23) before
+	 * Kafka brought it, waits here too until the slot frees, then is dropped as ended */
+	ck_assert_int_ge(wait_metric(port, "sluice_worker_dispatches_waiting", 2, 30000), 2);
 	/* Past the planner's 3 s lease ttl: only renewals keep the reaper from re-dispatching. */
 	sleep(5);
 	ck_assert_int_eq(worker_metric(port, "sluice_worker_dispatches_leased_ahead"), 2);
@@ -693,6 +696,67 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 }
 END_TEST
 
+/* A worker whose slots idle takes the dispatches that wait in the partitions of another
+ * worker of its queue (ADR 23): here the other is stopped (SIGSTOP), so without that they
+ * would wait for its session to time out (10 s) and the group to move its partitions. */
+START_TEST(an_idle_worker_takes_dispatches_waiting_for_a_stopped_one)
+{
+	int aport = e2e_free_port(), bport = e2e_free_port();
+	char ahttp[32], bhttp[32], *run, *state;
+	int by_b = 0;
+	int64_t submitted, took_ms;
+	pid_t a, b;
+
+	snprintf(ahttp, sizeof(ahttp), "127.0.0.1:%d", aport);
+	snprintf(bhttp, sizeof(bhttp), "127.0.0.1:%d", bport);
+	{
+		const char *aargs[] = {"--queue", "take", "--slots", "4", "--id", "e2e-take-a",
+				       "--http", ahttp, NULL};
+		const char *bargs[] = {"--queue", "take", "--slots", "4", "--id", "e2e-take-b",
+				       "--http", bhttp, NULL};
+
+		ck_assert_int_gt(a = spawn_worker("worker-take-a", aargs), 0);
+		ck_assert_msg(log_has("worker-take-a", "kafka: assigned 24 partitions", 60000),
+			      "the first worker never held the queue's 24 partitions");
+		ck_assert_int_gt(b = spawn_worker("worker-take-b", bargs), 0);
+	}
+	ck_assert_msg(log_has("worker-take-b", "kafka: assigned 12 partitions", 60000),
+		      "the second worker never got 12 partitions");
+	ck_assert_msg(log_has("worker-take-a", "kafka: assigned 12 partitions", 60000),
+		      "the first worker never kept 12 partitions");
+	ck_assert_int_eq(kill(a, SIGSTOP), 0);
+	submitted = sl_mono_ms();
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/take.yaml", NULL));
+	state = e2e_wait_run_end(run, 20000);
+	took_ms = sl_mono_ms() - submitted;
+	ck_assert_msg(state && !strcmp(state, "SUCCEEDED"), "take run ended %s",
+		      state ? state : "-");
+	ck_assert_msg(took_ms < 8000, "the run took %lld ms: its dispatches waited for the "
+		      "stopped worker's session to time out", (long long)took_ms);
+	for (int i = 0; i < 16; i++) {
+		char *who = e2e_ti_field(run, "nap", i, "worker");
+		char *att = e2e_ti_field(run, "nap", i, "attempt");
+
+		ck_assert_ptr_nonnull(who);
+		by_b += !strcmp(who, "e2e-take-b");
+		ck_assert_msg(att && !strcmp(att, "1"), "nap[%d] ran as attempt %s", i,
+			      att ? att : "-");
+		free(who);
+		free(att);
+	}
+	ck_assert_int_eq(by_b, 16);
+	ck_assert_int_gt(worker_metric(bport, "sluice_worker_tasks_taken_from_others_total"), 0);
+	/* Woken, the first worker fetches the dispatches taken from it and runs none. */
+	ck_assert_int_eq(kill(a, SIGCONT), 0);
+	sleep(3);
+	ck_assert_int_eq(worker_metric(aport, "sluice_worker_tasks_started_total"), 0);
+	ck_assert_int_eq(e2e_stop(b, SIGTERM, 15000), 0);
+	ck_assert_int_eq(e2e_stop(a, SIGTERM, 15000), 0);
+	free(state);
+	free(run);
+}
+END_TEST
+
 START_TEST(planner_serves_metrics)
 {
 	static char body[65536];
@@ -719,6 +783,7 @@ int main(void)
 		planner_serves_metrics,
 		a_worker_joining_later_gets_a_share_of_the_normal_band,
 		dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled,
+		an_idle_worker_takes_dispatches_waiting_for_a_stopped_one,
 		NULL,
 	};
 

@@ -3,7 +3,8 @@
 -- KEYS: 1 run hash, 2 instance hash, 3 lease key, 4 lease set of the run, then for n tags:
 --       5..4+n semaphores "sluice:sem:<tag>", 5+n..4+2n waiting lists
 --       "sluice:semwait:<tag>" (holder -> us it started waiting), 5+2n "sluice:semtags"
---       (only when n > 0)
+--       (only when n > 0), then optionally the worker's queue's index of waiting dispatches
+--       "sluice:queued:<queue>" (ADR 23), which the instance leaves whatever the answer
 -- ARGV: 1 attempt, 2 worker id, 3 ttl ms, 4 now ms, 5 n, 6 slot holder
 --       "<R>|<task>|<idx>|<attempt>", 7..6+n limits, 7+n..6+2n tag names
 -- Returns 'ok', 'stale' (outdated dispatch: drop it), 'busy' (someone else holds it) or
@@ -11,6 +12,8 @@
 -- the planner re-dispatches it with a reserved slot; drop the dispatch).
 local n = tonumber(ARGV[5]) or 0
 local member = ARGV[6]
+local base = 4 + (n > 0 and 2 * n + 1 or 0)
+if #KEYS > base then redis.call('ZREM', KEYS[#KEYS], KEYS[2]) end
 
 -- Frees slots reserved for this holder (a woken dispatch that turned out stale or full).
 local function drop_slots()

@@ -69,17 +69,17 @@ static void slot_holder(char *buf, size_t cap, const char *run, const char *task
  * point into it), as must run, task and worker. */
 struct acquire_args {
 	char run_key[STATE_KEY_MAX], ti_key[STATE_KEY_MAX], lease_key[STATE_KEY_MAX],
-		set_key[STATE_KEY_MAX], member[STATE_KEY_MAX];
+		set_key[STATE_KEY_MAX], member[STATE_KEY_MAX], queued_key[STATE_KEY_MAX];
 	char att[16], ttl[24], now[24], ntags[8];
-	/* The script's keys and arguments (argc of them, nkeys keys first): 4 + 2n + 1 keys and
-	 * 6 + 2n arguments for n tags. */
-	const char *argv[11 + 4 * SL_STATE_MAX_TAGS];
+	/* The script's keys and arguments (argc of them, nkeys keys first): 4 + 2n + 1 keys (and
+	 * the queue's index of waiting dispatches) and 6 + 2n arguments for n tags. */
+	const char *argv[12 + 4 * SL_STATE_MAX_TAGS];
 	int nkeys, argc;
 };
 
 static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, const char *run,
 			      const char *task, int idx, unsigned attempt, const char *worker,
-			      long ttl_ms)
+			      long ttl_ms, const char *queue)
 {
 	state_key(a->run_key, sizeof(a->run_key), run, "run");
 	state_key(a->ti_key, sizeof(a->ti_key), run, "ti:%s:%d", task, idx);
@@ -101,6 +101,10 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 		a->argv[a->argc++] = ts->wait[i];
 	if (ts->n)
 		a->argv[a->argc++] = "sluice:semtags";
+	if (queue) {
+		snprintf(a->queued_key, sizeof(a->queued_key), "sluice:queued:%s", queue);
+		a->argv[a->argc++] = a->queued_key;
+	}
 	a->nkeys = a->argc;
 	a->argv[a->argc++] = a->att;
 	a->argv[a->argc++] = worker;
@@ -140,7 +144,7 @@ enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const c
 	}
 	if ((err = tags_load(st, run, task, ts)) != SL_OK)
 		goto out;
-	acquire_args_fill(a, ts, run, task, idx, attempt, worker, ttl_ms);
+	acquire_args_fill(a, ts, run, task, idx, attempt, worker, ttl_ms, NULL);
 	err = SL_ERR_REDIS;
 	if (!(r = state_eval(st, "lease_acquire", a->nkeys, a->argc, a->argv, NULL)))
 		goto out;
@@ -270,7 +274,8 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 		}
 		for (size_t i = 0; i < n; i++) {
 			acquire_args_fill(&a[i], &ts[task_of[i]], reqs[i].run, reqs[i].task,
-					  reqs[i].idx, reqs[i].attempt, worker, reqs[i].ttl_ms);
+					  reqs[i].idx, reqs[i].attempt, worker, reqs[i].ttl_ms,
+					  reqs[i].queue);
 			argv[i] = a[i].argv;
 			argc[i] = a[i].argc;
 			nkeys[i] = a[i].nkeys;
@@ -504,4 +509,60 @@ enum sl_err sl_state_sem_unreserve(struct sl_state *st, const char *holder)
 out:
 	free(ts);
 	return err;
+}
+
+enum sl_err sl_state_queued_add(struct sl_state *st, const char *queue, const char *run,
+				const char *task, const int *idx, size_t n, int64_t now_ms)
+{
+	char key[STATE_KEY_MAX], score[24];
+	char (*member)[STATE_KEY_MAX] = NULL;
+	const char **argv = NULL;
+	redisReply *r = NULL;
+	enum sl_err err = SL_ERR_NOMEM;
+
+	if (n == 0)
+		return SL_OK;
+	snprintf(key, sizeof(key), "sluice:queued:%s", queue);
+	snprintf(score, sizeof(score), "%lld", (long long)now_ms);
+	if (!(member = malloc(n * sizeof(*member))) || !(argv = malloc((2 + 2 * n) * sizeof(*argv))))
+		goto out;
+	argv[0] = "ZADD";
+	argv[1] = key;
+	for (size_t i = 0; i < n; i++) {
+		state_key(member[i], sizeof(member[i]), run, "ti:%s:%d", task, idx[i]);
+		argv[2 + 2 * i] = score;
+		argv[3 + 2 * i] = member[i];
+	}
+	err = SL_ERR_REDIS;
+	if ((r = sl_state_commandargv(st, (int)(2 + 2 * n), argv, NULL)) && r->type == REDIS_REPLY_INTEGER)
+		err = SL_OK;
+out:
+	if (r)
+		freeReplyObject(r);
+	free(argv);
+	free(member);
+	return err;
+}
+
+enum sl_err sl_state_queued_scan(struct sl_state *st, const char *queue, int scan, int max,
+				 void (*each)(const void *bytes, size_t len, void *ud), void *ud)
+{
+	char key[STATE_KEY_MAX], nscan[16], nmax[16];
+	const char *argv[3] = {key, nscan, nmax};
+	redisReply *r;
+
+	snprintf(key, sizeof(key), "sluice:queued:%s", queue);
+	snprintf(nscan, sizeof(nscan), "%d", scan);
+	snprintf(nmax, sizeof(nmax), "%d", max);
+	if (!(r = state_eval(st, "queued_scan", 1, 3, argv, NULL)))
+		return SL_ERR_REDIS;
+	if (r->type != REDIS_REPLY_ARRAY) {
+		freeReplyObject(r);
+		return SL_ERR_REDIS;
+	}
+	for (size_t i = 0; i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_STRING)
+			each(r->element[i]->str, r->element[i]->len, ud);
+	freeReplyObject(r);
+	return SL_OK;
 }

@@ -925,6 +925,58 @@ START_TEST(lease_acquire_many_answers_in_order)
 }
 END_TEST
 
+static void count_blob(const void *bytes, size_t len, void *ud)
+{
+	int *n = ud;
+
+	ck_assert_uint_eq(len, 4);
+	ck_assert(!memcmp(bytes, "blob", 4));
+	(*n)++;
+}
+
+/* The queue's index of waiting dispatches (ADR 23): a scan returns the stored dispatches of
+ * the instances still DISPATCHED, at most as many as asked; a lease asked for with the queue
+ * takes its instance out, and a scan drops what waits no more. */
+START_TEST(queued_scan_returns_waiting_dispatches_only)
+{
+	struct sl_transition t;
+	struct sl_lease_req q[] = {
+		{.run = "r1", .task = "a", .idx = 0, .attempt = 1, .ttl_ms = 5000, .queue = "qq"},
+	};
+	const int idx[] = {0, 1, 2, 3};
+	int n = 0;
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 4, 3, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_queued_add(st, "qq", "r1", "a", idx, 4, 1000), SL_OK);
+	ck_assert_int_eq(zcard("sluice:queued:qq"), 4);
+	ck_assert_int_eq(sl_state_lease_acquire_many(st, "w1", q, 1), SL_OK);
+	ck_assert_int_eq(q[0].err, SL_OK);
+	ck_assert_int_eq(zcard("sluice:queued:qq"), 3); /* a[0] left with its lease */
+	/* a[1] leased without the queue: it stays indexed until a scan finds it RUNNING */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 1, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(sl_state_queued_scan(st, "qq", 64, 8, count_blob, &n), SL_OK);
+	ck_assert_int_eq(n, 2); /* a[2] and a[3] */
+	ck_assert_int_eq(zcard("sluice:queued:qq"), 2);
+	n = 0;
+	ck_assert_int_eq(sl_state_queued_scan(st, "qq", 64, 1, count_blob, &n), SL_OK);
+	ck_assert_int_eq(n, 1);
+	n = 0;
+	ck_assert_int_eq(sl_state_queued_scan(st, "qq", 64, 0, count_blob, &n), SL_OK);
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(apply("r1", "a", 2, 1, "SUCCEEDED", &t), SL_OK);
+	sl_transition_clear(&t);
+	n = 0;
+	ck_assert_int_eq(sl_state_queued_scan(st, "qq", 64, 8, count_blob, &n), SL_OK);
+	ck_assert_int_eq(n, 1); /* a[3]; a[2] ended and left the index */
+	ck_assert_int_eq(zcard("sluice:queued:qq"), 1);
+	n = 0;
+	ck_assert_int_eq(sl_state_queued_scan(st, "other", 64, 8, count_blob, &n), SL_OK);
+	ck_assert_int_eq(n, 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("state");
@@ -965,6 +1017,7 @@ int main(void)
 	tcase_add_test(tc, cancelled_run_keeps_only_compact_hashes);
 	tcase_add_test(tc, batch_apply_matches_one_by_one);
 	tcase_add_test(tc, lease_acquire_many_answers_in_order);
+	tcase_add_test(tc, queued_scan_returns_waiting_dispatches_only);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_set_fork_status(sr, CK_NOFORK);

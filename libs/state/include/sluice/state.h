@@ -78,6 +78,9 @@ struct sl_lease_req {
 	int idx;
 	unsigned attempt;
 	long ttl_ms;
+	/* The worker's queue, or NULL: the instance leaves the queue's index of waiting
+	 * dispatches (sl_state_queued_add) whatever the answer, since it is fetched now. */
+	const char *queue;
 	enum sl_err err; /* out: what sl_state_lease_acquire() would return for it */
 };
 
@@ -90,6 +93,22 @@ struct sl_lease_req {
  * or the first error that is not a lease answer (then some reqs[i].err are SL_ERR_REDIS). */
 enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 					 struct sl_lease_req *reqs, size_t n);
+
+/* Indexes instances idx[0..n) of (run, task), just dispatched to queue, as waiting for a
+ * worker (sorted set "sluice:queued:<queue>", scored by now_ms), so that a worker of the queue
+ * whose slots idle can take them while they wait in another worker's partitions (ADR 23).
+ * A lease asked for with the queue (sl_lease_req.queue) takes the instance out again.
+ * Returns SL_OK, SL_ERR_REDIS or SL_ERR_NOMEM. */
+enum sl_err sl_state_queued_add(struct sl_state *st, const char *queue, const char *run,
+				const char *task, const int *idx, size_t n, int64_t now_ms);
+
+/* Calls each(bytes, len, ud) for the stored TaskDispatch of up to max instances of queue's
+ * index that still wait (state DISPATCHED), among its scan oldest entries, and drops the
+ * entries that wait no more. bytes are borrowed for the call. The caller takes them with
+ * their leases, which decide who runs each. Returns SL_OK or SL_ERR_REDIS. */
+enum sl_err sl_state_queued_scan(struct sl_state *st, const char *queue, int scan, int max,
+				 void (*each)(const void *bytes, size_t len, void *ud),
+				 void *ud);
 
 /* Extends the lease if it is still "<worker>:<attempt>". Returns SL_OK, SL_ERR_STALE when
  * the lease is lost (stop the task), or SL_ERR_REDIS. */
