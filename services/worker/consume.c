@@ -484,22 +484,28 @@ static int take_batch(struct worker *w, struct pending *p, int room, struct item
 		size_t k = message_decode(w, pending_at(p, (size_t)pick), (size_t)pick, x);
 
 		if (k == 1 && x->d && !x->is_inline) {
-			if (room == 0) {
+			int held;
+
+			/* A copy of what runs or ran here is dropped below: it needs no room. */
+			pthread_mutex_lock(&w->lock);
+			held = worker_slot_holds(w, x->d);
+			pthread_mutex_unlock(&w->lock);
+			if (!held && room == 0) {
 				/* Waits for a slot, and so does the rest of its partition; inline
 				 * ones of other partitions may still go. */
 				sluice__v1__task_dispatch__free_unpacked(x->d, NULL);
 				mark[pick] = MARK_BLOCKED;
 				continue;
 			}
-			room--;
+			room -= !held;
 		}
 		mark[pick] = MARK_TAKEN;
 		n += k;
 	}
 	if (n == 0)
 		return 0;
-	/* Duplicates of what needs a slot: running in a slot here, or twice in this batch (a
-	 * redelivery). An inline one that runs twice only sends a second result, which the
+	/* Duplicates of what needs a slot: running, leased ahead or just ended here (a
+	 * redelivery, or a copy of one taken from Redis), or twice in this batch. An inline one that runs twice only sends a second result, which the
 	 * planner finds stale. */
 	pthread_mutex_lock(&w->lock);
 	for (size_t i = 0; i < n; i++) {

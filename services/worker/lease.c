@@ -20,6 +20,26 @@ struct renewal {
 	unsigned gen;
 };
 
+/* Copies what renewing d's lease needs (the caller holds w->lock), renews it without the lock
+ * and takes the lock back. Returns the renewal's answer. */
+static enum sl_err renew_unlocked(struct worker *w, struct renewal *rn,
+				  const Sluice__V1__TaskDispatch *d, long ttl_ms, unsigned gen)
+{
+	enum sl_err err;
+
+	sl_strlcpy(rn->run, d->run_id, sizeof(rn->run));
+	sl_strlcpy(rn->task, d->task, sizeof(rn->task));
+	rn->idx = d->map_index;
+	rn->attempt = d->attempt;
+	rn->ttl_ms = ttl_ms;
+	rn->gen = gen;
+	pthread_mutex_unlock(&w->lock);
+	err = sl_state_lease_renew(w->lease_st, rn->run, rn->task, rn->idx, rn->attempt,
+				   w->cfg->id, rn->ttl_ms);
+	pthread_mutex_lock(&w->lock);
+	return err;
+}
+
 /* Renews the leases of the dispatches leased ahead that are due; drops those whose lease
  * is gone (the run was cancelled, or the reaper took the instance back). A slot may take one
  * while Redis answers: it carries the old renewal time, so its own renewal follows at once.
@@ -34,16 +54,7 @@ static void renew_ahead(struct worker *w, int *failing)
 
 		if (now < a->next_renew_ms)
 			continue;
-		sl_strlcpy(rn.run, a->d->run_id, sizeof(rn.run));
-		sl_strlcpy(rn.task, a->d->task, sizeof(rn.task));
-		rn.idx = a->d->map_index;
-		rn.attempt = a->d->attempt;
-		rn.ttl_ms = a->ttl_ms;
-		rn.gen = a->gen;
-		pthread_mutex_unlock(&w->lock);
-		err = sl_state_lease_renew(w->lease_st, rn.run, rn.task, rn.idx, rn.attempt,
-					   w->cfg->id, rn.ttl_ms);
-		pthread_mutex_lock(&w->lock);
+		err = renew_unlocked(w, &rn, a->d, a->ttl_ms, a->gen);
 		for (i = 0; i < w->nahead && w->ahead[i].gen != rn.gen; i++)
 			;
 		if (i == w->nahead)
@@ -90,17 +101,8 @@ void *worker_lease_main(void *arg)
 			if (!s->job || atomic_load(&s->lost) || now < s->next_renew_ms ||
 			    s->result_out)
 				continue;
-			sl_strlcpy(rn.run, s->job->run_id, sizeof(rn.run));
-			sl_strlcpy(rn.task, s->job->task, sizeof(rn.task));
-			rn.idx = s->job->map_index;
-			rn.attempt = s->job->attempt;
-			rn.ttl_ms = s->ttl_ms;
-			rn.gen = s->gen;
 			int64_t sent = now; /* the new expiry counts from here, not from the reply */
-			pthread_mutex_unlock(&w->lock);
-			err = sl_state_lease_renew(w->lease_st, rn.run, rn.task, rn.idx, rn.attempt,
-						   w->cfg->id, rn.ttl_ms);
-			pthread_mutex_lock(&w->lock);
+			err = renew_unlocked(w, &rn, s->job, s->ttl_ms, s->gen);
 			if (!s->job || s->gen != rn.gen)
 				continue; /* finished meanwhile */
 			now = sl_mono_ms();

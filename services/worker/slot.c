@@ -1,4 +1,5 @@
 /* slot.c - executor threads: one task instance at a time, its result queued for the planner. */
+#include <stdio.h>
 #include <string.h>
 
 #include "sluice/log.h"
@@ -41,13 +42,35 @@ static int same_job(const Sluice__V1__TaskDispatch *j, const Sluice__V1__TaskDis
 	       !strcmp(j->run_id, d->run_id) && !strcmp(j->task, d->task);
 }
 
+/* FNV-1a of (run, task, idx, attempt): what the recent ring remembers of an instance. */
+static uint64_t job_hash(const Sluice__V1__TaskDispatch *d)
+{
+	uint64_t h = 14695981039346656037ULL;
+	char tail[32];
+	const char *parts[3] = {d->run_id, d->task, tail};
+
+	snprintf(tail, sizeof(tail), "%d/%u", (int)d->map_index, (unsigned)d->attempt);
+	for (int i = 0; i < 3; i++) {
+		for (const unsigned char *c = (const unsigned char *)parts[i]; *c; c++)
+			h = (h ^ *c) * 1099511628211ULL;
+		h = (h ^ 0xff) * 1099511628211ULL; /* separator: "ab"+"c" is not "a"+"bc" */
+	}
+	return h;
+}
+
 int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d)
 {
+	uint64_t h;
+
 	for (int i = 0; i < w->nslots; i++)
 		if (w->slots[i].job && same_job(w->slots[i].job, d))
 			return 1;
 	for (int i = 0; i < w->nahead; i++)
 		if (same_job(w->ahead[i].d, d))
+			return 1;
+	h = job_hash(d);
+	for (unsigned i = 0; i < WORKER_RECENT_MAX && i < w->nrecent; i++)
+		if (w->recent[i] == h)
 			return 1;
 	return 0;
 }
@@ -239,6 +262,7 @@ void *worker_slot_main(void *arg)
 		execute(s, d);
 
 		pthread_mutex_lock(&w->lock);
+		w->recent[w->nrecent++ % WORKER_RECENT_MAX] = job_hash(d);
 		s->job = NULL;
 		s->result_out = 0;
 		/* The next job, leased already, starts at once; the consume loop leases another. */

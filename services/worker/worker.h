@@ -43,6 +43,10 @@
 #define WORKER_TAKE_WAIT_MAX_MS 1000L
 #define WORKER_TAKE_SCAN 64
 #define WORKER_TAKE_MAX 16
+/* Instances whose slot task ended here, remembered so that a late copy of their dispatch
+ * (fetched after the worker took it from Redis, or redelivered) is not run again while the
+ * planner has not yet recorded the result: the lease still names this worker. */
+#define WORKER_RECENT_MAX 64
 
 /* ---- config.c ---- */
 
@@ -139,6 +143,8 @@ struct worker {
 	struct worker_ahead ahead[WORKER_LEASE_AHEAD_MAX];
 	int nahead;
 	unsigned ahead_gen;
+	uint64_t recent[WORKER_RECENT_MAX]; /* lock: hashes of the last instances ended here */
+	unsigned nrecent;
 	atomic_int draining;        /* take no more dispatches; finish what is held */
 	atomic_int drain_requested; /* the registry says drain (set by the registry thread) */
 	atomic_int hard_stop;       /* stop tasks now, release their leases, publish nothing */
@@ -192,8 +198,9 @@ void worker_slots_wake(struct worker *w);
 /* Number of free slots. @locks takes w->lock. */
 int worker_free_slots(struct worker *w);
 
-/* Returns 1 when some slot, or the dispatches leased ahead, hold (run, task, idx, attempt)
- * already. @locks w->lock held. */
+/* Returns 1 when some slot or the dispatches leased ahead hold (run, task, idx, attempt)
+ * already, or one of the last WORKER_RECENT_MAX slot tasks ended here was it: a copy of it
+ * must not run (the lease script would say "ok" to its holder). @locks w->lock held. */
 int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d);
 
 /* How many more dispatches the worker takes now: its free slots, or with every slot busy,

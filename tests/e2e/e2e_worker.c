@@ -167,6 +167,32 @@ static int wait_running(const char *run, const char *task, int idx, long ms)
 	return 0;
 }
 
+/* Submits flow (its task "block" runs until the file gate exists: the gate parameter) with
+ * a fresh gate file named name, whose path goes to gate, and waits until block runs.
+ * Returns the run id (caller frees). */
+static char *submit_gated(const char *flow, const char *name, char *gate, size_t cap)
+{
+	char param[700];
+	const char *params[] = {param, NULL};
+	char *run;
+
+	snprintf(gate, cap, "%s/%s", e2e_tmpdir("worker"), name);
+	unlink(gate);
+	snprintf(param, sizeof(param), "gate=%s", gate);
+	ck_assert_ptr_nonnull(run = e2e_submit(flow, params));
+	ck_assert_msg(wait_running(run, "block", -1, 60000), "%s: block never ran", flow);
+	return run;
+}
+
+/* Opens the gate file path. */
+static void open_gate(const char *path)
+{
+	FILE *fp = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(fp);
+	fclose(fp);
+}
+
 /* Lines of a file (0 when it does not exist). */
 static int count_lines(const char *path)
 {
@@ -221,8 +247,7 @@ static int process_gone(pid_t pid)
 
 START_TEST(high_priority_dispatches_start_first)
 {
-	char gate[600], param[700], *block, *run, *state, *blk_state;
-	const char *gate_param[] = {param, NULL};
+	char gate[600], *block, *run, *state, *blk_state;
 	int port = e2e_free_port();
 	char http[32];
 	pid_t w;
@@ -237,11 +262,7 @@ START_TEST(high_priority_dispatches_start_first)
 		ck_assert_int_gt(w = spawn_worker("worker-prio", wargs), 0);
 	}
 	/* The one slot waits for a gate file while the twelve dispatches pile up. */
-	snprintf(gate, sizeof(gate), "%s/prio-gate", e2e_tmpdir("worker"));
-	unlink(gate);
-	snprintf(param, sizeof(param), "gate=%s", gate);
-	ck_assert_ptr_nonnull(block = e2e_submit(E2E_FLOWS "/blocker.yaml", gate_param));
-	ck_assert_msg(wait_running(block, "block", -1, 60000), "blocker never ran");
+	block = submit_gated(E2E_FLOWS "/blocker.yaml", "prio-gate", gate, sizeof(gate));
 	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/priority.yaml", NULL));
 	{
 		int64_t until = sl_mono_ms() + e2e_ms(60000);
@@ -253,11 +274,7 @@ START_TEST(high_priority_dispatches_start_first)
 		ck_assert_msg(waiting >= 12, "worker has %ld dispatches waiting, want 12", waiting);
 	}
 	ck_assert_int_eq(worker_metric(port, "sluice_worker_busy_slots"), 1);
-	{
-		FILE *fp = fopen(gate, "w");
-		ck_assert_ptr_nonnull(fp);
-		fclose(fp);
-	}
+	open_gate(gate);
 	state = e2e_wait_run_end(run, e2e_ms(90000));
 	ck_assert_msg(state && !strcmp(state, "SUCCEEDED"), "priority run ended %s",
 		      state ? state : "-");
@@ -290,8 +307,7 @@ END_TEST
  * busy (docs/worker.md, Built-ins). */
 START_TEST(inline_builtins_run_while_every_slot_is_busy)
 {
-	char gate[600], param[700], *run, *st, *out, *state;
-	const char *params[] = {param, NULL};
+	char gate[600], *run, *st, *out, *state;
 	int port = e2e_free_port();
 	char http[32];
 	pid_t w;
@@ -304,11 +320,7 @@ START_TEST(inline_builtins_run_while_every_slot_is_busy)
 				       "--http", http, NULL};
 		ck_assert_int_gt(w = spawn_worker("worker-inline", wargs), 0);
 	}
-	snprintf(gate, sizeof(gate), "%s/inline-gate", e2e_tmpdir("worker"));
-	unlink(gate);
-	snprintf(param, sizeof(param), "gate=%s", gate);
-	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/inline.yaml", params));
-	ck_assert_msg(wait_running(run, "block", -1, 60000), "block never ran");
+	run = submit_gated(E2E_FLOWS "/inline.yaml", "inline-gate", gate, sizeof(gate));
 	until = sl_mono_ms() + e2e_ms(60000);
 	while (!done && sl_mono_ms() < until) {
 		st = e2e_ti_field(run, "total", -1, "state");
@@ -326,11 +338,7 @@ START_TEST(inline_builtins_run_while_every_slot_is_busy)
 	free(st);
 	ck_assert_int_eq(worker_metric(port, "sluice_worker_busy_slots"), 1);
 	ck_assert_int_ge(worker_metric(port, "sluice_worker_tasks_succeeded_total"), 6);
-	{
-		FILE *fp = fopen(gate, "w");
-		ck_assert_ptr_nonnull(fp);
-		fclose(fp);
-	}
+	open_gate(gate);
 	state = e2e_wait_run_end(run, e2e_ms(30000));
 	ck_assert_str_eq(state ? state : "-", "SUCCEEDED");
 	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
@@ -611,22 +619,12 @@ static long wait_metric(int port, const char *name, long want, long ms)
 	return v;
 }
 
-/* Opens the gate file path. */
-static void open_gate(const char *path)
-{
-	FILE *fp = fopen(path, "w");
-
-	ck_assert_ptr_nonnull(fp);
-	fclose(fp);
-}
-
 /* With its one slot busy, the worker leases the next two dispatches ahead (ADR 22) and keeps
  * their leases alive past the lease ttl (3 s here) until the slot frees; a cancelled run's
  * leased-ahead dispatches are dropped without starting. */
 START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 {
-	char gate[600], param[700], *block, *run, *st;
-	const char *gate_param[] = {param, NULL};
+	char gate[600], *block, *run, *st;
 	const char *cancel[] = {"cancel", NULL, NULL};
 	int port = e2e_free_port();
 	char http[32];
@@ -638,11 +636,7 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 				       "--id", "e2e-ahead-w", "--http", http, NULL};
 		ck_assert_int_gt(w = spawn_worker("worker-ahead", wargs), 0);
 	}
-	snprintf(gate, sizeof(gate), "%s/ahead-gate-1", e2e_tmpdir("worker"));
-	unlink(gate);
-	snprintf(param, sizeof(param), "gate=%s", gate);
-	ck_assert_ptr_nonnull(block = e2e_submit(E2E_FLOWS "/ahead_blocker.yaml", gate_param));
-	ck_assert_msg(wait_running(block, "block", -1, 60000), "blocker never ran");
+	block = submit_gated(E2E_FLOWS "/ahead_blocker.yaml", "ahead-gate-1", gate, sizeof(gate));
 	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/ahead.yaml", NULL));
 	ck_assert_int_eq(wait_metric(port, "sluice_worker_dispatches_leased_ahead", 2, 30000), 2);
 	/* 2 or 3: the blocker's own dispatch, when the worker took it from Redis (ADR 23) before
@@ -670,11 +664,7 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 5);
 
 	/* Again, and the run is cancelled while two of its dispatches are leased ahead. */
-	snprintf(gate, sizeof(gate), "%s/ahead-gate-2", e2e_tmpdir("worker"));
-	unlink(gate);
-	snprintf(param, sizeof(param), "gate=%s", gate);
-	ck_assert_ptr_nonnull(block = e2e_submit(E2E_FLOWS "/ahead_blocker.yaml", gate_param));
-	ck_assert_msg(wait_running(block, "block", -1, 60000), "blocker never ran");
+	block = submit_gated(E2E_FLOWS "/ahead_blocker.yaml", "ahead-gate-2", gate, sizeof(gate));
 	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/ahead.yaml", NULL));
 	ck_assert_int_eq(wait_metric(port, "sluice_worker_dispatches_leased_ahead", 2, 30000), 2);
 	cancel[1] = run;
@@ -757,6 +747,61 @@ START_TEST(an_idle_worker_takes_dispatches_waiting_for_a_stopped_one)
 }
 END_TEST
 
+/* A copy of a dispatch whose task already ended here, fetched before the planner recorded its
+ * result (the lease still names this worker, so the lease script says "ok"), is not run again:
+ * such copies come from Kafka after the worker took the instance from Redis (ADR 23), or from
+ * a redelivery. The planner is stopped so that the result stays unrecorded. */
+START_TEST(a_copy_of_a_task_that_ended_here_is_not_run_again)
+{
+	char gate[600], log[600], p1[700], p2[700], key[700], *run, *st;
+	const char *params[] = {p1, p2, NULL};
+	int port = e2e_free_port();
+	char http[32];
+	redisReply *r;
+	long done;
+	int stored;
+	pid_t w;
+
+	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+	{
+		const char *wargs[] = {"--queue", "again", "--slots", "1", "--id", "e2e-again-w",
+				       "--http", http, NULL};
+		ck_assert_int_gt(w = spawn_worker("worker-again", wargs), 0);
+	}
+	snprintf(gate, sizeof(gate), "%s/again-gate", e2e_tmpdir("worker"));
+	snprintf(log, sizeof(log), "%s/again-log", e2e_tmpdir("worker"));
+	unlink(gate);
+	unlink(log);
+	snprintf(p1, sizeof(p1), "log=%s", log);
+	snprintf(p2, sizeof(p2), "gate=%s", gate);
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/again.yaml", params));
+	ck_assert_msg(wait_lines(log, 1, 60000), "the task never ran");
+	/* Nothing may fail while the planner is stopped: the suite's other tests need it. */
+	kill(planner, SIGSTOP);
+	open_gate(gate);
+	done = wait_metric(port, "sluice_worker_tasks_succeeded_total", 1, 30000);
+	snprintf(key, sizeof(key), "sluice:{%s}:disp:once", run);
+	r = sl_state_command(e2e_state(), "HGET %s -1", key);
+	stored = r && r->type == REDIS_REPLY_STRING;
+	if (done == 1 && stored) {
+		e2e_produce("sluice.tasks.again", run, r->str, r->len);
+		sleep(2);
+	}
+	if (r)
+		freeReplyObject(r);
+	kill(planner, SIGCONT);
+	ck_assert_int_eq(done, 1);
+	ck_assert_msg(stored, "no stored dispatch at %s", key);
+	st = e2e_wait_run_end(run, e2e_ms(30000));
+	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
+	ck_assert_int_eq(count_lines(log), 1);
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 1);
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
+	free(st);
+	free(run);
+}
+END_TEST
+
 START_TEST(planner_serves_metrics)
 {
 	static char body[65536];
@@ -784,6 +829,7 @@ int main(void)
 		a_worker_joining_later_gets_a_share_of_the_normal_band,
 		dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled,
 		an_idle_worker_takes_dispatches_waiting_for_a_stopped_one,
+		a_copy_of_a_task_that_ended_here_is_not_run_again,
 		NULL,
 	};
 
