@@ -505,8 +505,8 @@ static int take_batch(struct worker *w, struct pending *p, int room, struct item
 	if (n == 0)
 		return 0;
 	/* Duplicates of what needs a slot: running, leased ahead or just ended here (a
-	 * redelivery, or a copy of one taken from Redis), or twice in this batch. An inline one that runs twice only sends a second result, which the
-	 * planner finds stale. */
+	 * redelivery, or a copy of one taken from Redis), or twice in this batch. An inline one
+	 * that runs twice only sends a second result, which the planner finds stale. */
 	pthread_mutex_lock(&w->lock);
 	for (size_t i = 0; i < n; i++) {
 		if (!it[i].d || it[i].is_inline)
