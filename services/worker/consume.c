@@ -80,7 +80,7 @@ struct item {
 	int last;                    /* the last item of m */
 	Sluice__V1__TaskDispatch *d; /* owned until given to a slot; NULL when rejected */
 	char reject[128];            /* why it goes to the dead-letter topic ("" = it does not) */
-	int dup;                     /* running here already: drop it */
+	int dup;                     /* held or just run here (worker_slot_holds): drop it */
 	int is_inline;               /* noop/echo/sum: run on this thread */
 	long ttl;
 	int lease;                   /* index in the lease requests, -1 when none */
@@ -96,14 +96,26 @@ static void item_init(struct item *it, rd_kafka_message_t *m, size_t pick)
 	it->lease = -1;
 }
 
+/* The lease ttl for dispatch d: its own, else the worker's, at least the minimum. */
+static long dispatch_ttl(const struct worker *w, const Sluice__V1__TaskDispatch *d)
+{
+	long ttl = d->lease_ttl_ms ? (long)d->lease_ttl_ms : w->cfg->lease_ttl_ms;
+
+	return ttl < WORKER_MIN_LEASE_TTL_MS ? WORKER_MIN_LEASE_TTL_MS /* renewing every ttl/3 */
+					     : ttl;
+}
+
+static int dispatch_is_inline(const Sluice__V1__TaskDispatch *d)
+{
+	return d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
+	       worker_builtin_is_inline(d->builtin);
+}
+
 /* Lease ttl and inline flag of the checked dispatch it->d. */
 static void item_finish(struct worker *w, struct item *it)
 {
-	it->is_inline = it->d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
-			worker_builtin_is_inline(it->d->builtin);
-	it->ttl = it->d->lease_ttl_ms ? (long)it->d->lease_ttl_ms : w->cfg->lease_ttl_ms;
-	if (it->ttl < WORKER_MIN_LEASE_TTL_MS) /* renewing every ttl/3 must stay sane */
-		it->ttl = WORKER_MIN_LEASE_TTL_MS;
+	it->is_inline = dispatch_is_inline(it->d);
+	it->ttl = dispatch_ttl(w, it->d);
 }
 
 /* Decodes and checks the elements of batch env (ADR 20) into it[0..env->n_batch). Returns
@@ -488,7 +500,7 @@ static int take_batch(struct worker *w, struct pending *p, int room, struct item
 
 			/* A copy of what runs or ran here is dropped below: it needs no room. */
 			pthread_mutex_lock(&w->lock);
-			held = worker_slot_holds(w, x->d);
+			held = x->dup = worker_slot_holds(w, x->d);
 			pthread_mutex_unlock(&w->lock);
 			if (!held && room == 0) {
 				/* Waits for a slot, and so does the rest of its partition; inline
@@ -506,17 +518,15 @@ static int take_batch(struct worker *w, struct pending *p, int room, struct item
 		return 0;
 	/* Duplicates of what needs a slot: running, leased ahead or just ended here (a
 	 * redelivery, or a copy of one taken from Redis), or twice in this batch. An inline one
-	 * that runs twice only sends a second result, which the planner finds stale. */
-	pthread_mutex_lock(&w->lock);
+	 * that runs twice only sends a second result, which the planner finds stale. The first
+	 * kind was marked when picked; the second is found here. */
 	for (size_t i = 0; i < n; i++) {
 		if (!it[i].d || it[i].is_inline)
 			continue;
-		it[i].dup = worker_slot_holds(w, it[i].d);
 		for (size_t j = 0; j < i && !it[i].dup; j++)
 			it[i].dup = it[j].d && !it[j].is_inline && !it[j].dup &&
 				    same_instance(it[i].d, it[j].d);
 	}
-	pthread_mutex_unlock(&w->lock);
 	for (size_t i = 0; i < n; i++) {
 		const Sluice__V1__TaskDispatch *d = it[i].d;
 
@@ -566,8 +576,7 @@ static void take_others_keep(const void *bytes, size_t len, void *ud)
 	    !(d = sluice__v1__task_dispatch__unpack(NULL, len, (const uint8_t *)bytes)))
 		return;
 	if (check_dispatch(d) || !d->queue || strcmp(d->queue, t->w->cfg->queue) ||
-	    (d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
-	     worker_builtin_is_inline(d->builtin))) {
+	    dispatch_is_inline(d)) {
 		sluice__v1__task_dispatch__free_unpacked(d, NULL);
 		return;
 	}
@@ -597,9 +606,7 @@ static int take_from_others(struct worker *w, int free_slots)
 	for (int i = 0; i < t.n; i++) {
 		const Sluice__V1__TaskDispatch *d = t.d[i];
 
-		ttl[i] = d->lease_ttl_ms ? (long)d->lease_ttl_ms : w->cfg->lease_ttl_ms;
-		if (ttl[i] < WORKER_MIN_LEASE_TTL_MS)
-			ttl[i] = WORKER_MIN_LEASE_TTL_MS;
+		ttl[i] = dispatch_ttl(w, d);
 		reqs[i] = (struct sl_lease_req){.run = d->run_id, .task = d->task,
 						 .idx = d->map_index, .attempt = d->attempt,
 						 .ttl_ms = ttl[i], .queue = w->cfg->queue};
