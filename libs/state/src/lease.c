@@ -12,6 +12,7 @@
 
 /* The concurrency tags of one task (from "sluice:{R}:limits"), parsed in place. */
 struct tagset {
+	char raw[LEASE_SPEC_MAX]; /* the spec as stored ("" for none): lease_acquire checks it */
 	char spec[LEASE_SPEC_MAX];
 	const char *tag[SL_STATE_MAX_TAGS];
 	const char *limit[SL_STATE_MAX_TAGS];
@@ -20,17 +21,14 @@ struct tagset {
 	int n;
 };
 
-/* Parses a "tag=limit,..." spec (an HGET reply of the limits hash; NULL or nil = none)
- * into ts, as tags_load() does. */
-static void tags_parse(const redisReply *r, struct tagset *ts)
+/* Parses a "tag=limit,..." spec ("" = none) into ts. */
+static void tags_parse_spec(const char *spec, struct tagset *ts)
 {
 	char *save = NULL;
 
 	ts->n = 0;
-	if (r && r->type == REDIS_REPLY_STRING)
-		sl_strlcpy(ts->spec, r->str, sizeof(ts->spec));
-	else
-		ts->spec[0] = '\0';
+	sl_strlcpy(ts->raw, spec, sizeof(ts->raw));
+	sl_strlcpy(ts->spec, spec, sizeof(ts->spec));
 	for (char *e = strtok_r(ts->spec, ",", &save); e && ts->n < SL_STATE_MAX_TAGS;
 	     e = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(e, '=');
@@ -54,7 +52,7 @@ static enum sl_err tags_load(struct sl_state *st, const char *run, const char *t
 	ts->n = 0;
 	if (!r)
 		return SL_ERR_REDIS;
-	tags_parse(r, ts);
+	tags_parse_spec(r->type == REDIS_REPLY_STRING ? r->str : "", ts);
 	freeReplyObject(r);
 	return SL_OK;
 }
@@ -69,11 +67,12 @@ static void slot_holder(char *buf, size_t cap, const char *run, const char *task
  * point into it), as must run, task and worker. */
 struct acquire_args {
 	char run_key[STATE_KEY_MAX], ti_key[STATE_KEY_MAX], lease_key[STATE_KEY_MAX],
-		set_key[STATE_KEY_MAX], member[STATE_KEY_MAX], queued_key[STATE_KEY_MAX];
+		set_key[STATE_KEY_MAX], limits_key[STATE_KEY_MAX], member[STATE_KEY_MAX],
+		queued_key[STATE_KEY_MAX];
 	char att[16], ttl[24], now[24], ntags[8];
-	/* The script's keys and arguments (argc of them, nkeys keys first): 4 + 2n + 1 keys (and
-	 * the queue's index of waiting dispatches) and 6 + 2n arguments for n tags. */
-	const char *argv[12 + 4 * SL_STATE_MAX_TAGS];
+	/* The script's keys and arguments (argc of them, nkeys keys first): 5 + 2n + 1 keys (and
+	 * the queue's index of waiting dispatches) and 8 + 2n arguments for n tags. */
+	const char *argv[15 + 4 * SL_STATE_MAX_TAGS];
 	int nkeys, argc;
 };
 
@@ -85,6 +84,7 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 	state_key(a->ti_key, sizeof(a->ti_key), run, "ti:%s:%d", task, idx);
 	state_key(a->lease_key, sizeof(a->lease_key), run, "lease:%s:%d", task, idx);
 	state_key(a->set_key, sizeof(a->set_key), run, "leases");
+	state_key(a->limits_key, sizeof(a->limits_key), run, "limits");
 	slot_holder(a->member, sizeof(a->member), run, task, idx, attempt);
 	snprintf(a->att, sizeof(a->att), "%u", attempt);
 	snprintf(a->ttl, sizeof(a->ttl), "%ld", ttl_ms);
@@ -95,6 +95,7 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 	a->argv[a->argc++] = a->ti_key;
 	a->argv[a->argc++] = a->lease_key;
 	a->argv[a->argc++] = a->set_key;
+	a->argv[a->argc++] = a->limits_key;
 	for (int i = 0; i < ts->n; i++)
 		a->argv[a->argc++] = ts->sem[i];
 	for (int i = 0; i < ts->n; i++)
@@ -116,9 +117,21 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 		a->argv[a->argc++] = ts->limit[i];
 	for (int i = 0; i < ts->n; i++)
 		a->argv[a->argc++] = ts->tag[i];
+	a->argv[a->argc++] = task;
+	a->argv[a->argc++] = ts->raw;
 }
 
-/* The lease_acquire reply as a status: ok, busy/full, anything else stale. */
+/* The task's tags when lease_acquire answered that they are not those it was called with
+ * ("tags:<spec>", nothing done), else NULL. */
+static const char *tags_answer(const redisReply *r)
+{
+	if (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
+		return NULL;
+	return strncmp(r->str, "tags:", 5) ? NULL : r->str + 5;
+}
+
+/* The lease_acquire reply as a status: ok, busy/full, "tags:" (not a lease answer: the call
+ * named other tags than the task's) a Redis error, anything else stale. */
 static enum sl_err acquire_reply(const redisReply *r)
 {
 	if (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
@@ -127,29 +140,46 @@ static enum sl_err acquire_reply(const redisReply *r)
 		return SL_OK;
 	if (!strcmp(r->str, "busy") || !strcmp(r->str, "full"))
 		return SL_ERR_BUSY;
-	return SL_ERR_STALE;
+	return tags_answer(r) ? SL_ERR_REDIS : SL_ERR_STALE;
 }
+
+/* A task without concurrency tags: what every lease is first asked with. */
+static const struct tagset no_tags;
 
 enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const char *task,
 				   int idx, unsigned attempt, const char *worker, long ttl_ms)
 {
 	struct acquire_args *a = NULL;
 	struct tagset *ts = NULL;
+	const struct tagset *use = &no_tags;
 	redisReply *r = NULL;
+	const char *spec;
 	enum sl_err err;
 
 	if (!(ts = calloc(1, sizeof(*ts))) || !(a = calloc(1, sizeof(*a)))) {
 		err = SL_ERR_NOMEM;
 		goto out;
 	}
-	if ((err = tags_load(st, run, task, ts)) != SL_OK)
-		goto out;
-	acquire_args_fill(a, ts, run, task, idx, attempt, worker, ttl_ms, NULL);
-	err = SL_ERR_REDIS;
-	if (!(r = state_eval(st, "lease_acquire", a->nkeys, a->argc, a->argv, NULL)))
-		goto out;
-	if (r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_STRING)
-		err = acquire_reply(r);
+	/* Asked as untagged first; the script answers a tagged task's tags, and is asked again. */
+	for (int round = 0; round < 2; round++) {
+		acquire_args_fill(a, use, run, task, idx, attempt, worker, ttl_ms, NULL);
+		err = SL_ERR_REDIS;
+		if (!(r = state_eval(st, "lease_acquire", a->nkeys, a->argc, a->argv, NULL)))
+			goto out;
+		if (round == 0 && (spec = tags_answer(r))) {
+			tags_parse_spec(spec, ts);
+			use = ts;
+			freeReplyObject(r);
+			r = NULL;
+			continue;
+		}
+		/* Tags again: they changed between the two calls, which limits written before any
+		 * dispatch of the task rule out (a bug, or a hand edit of the limits hash). */
+		if ((err = acquire_reply(r)) == SL_ERR_REDIS && tags_answer(r))
+			SL_WARN("lease of %s/%s[%d]: its concurrency tags changed meanwhile (%.200s)",
+				run, task, idx, r->str);
+		break;
+	}
 out:
 	if (r)
 		freeReplyObject(r);
@@ -158,45 +188,35 @@ out:
 	return err;
 }
 
-/* Drops the connection after a failed pipeline: replies still unread would be taken for
- * those of the next command. The next call reconnects. */
-static void drop_connection(struct sl_state *st)
+/* The requests again[0..nagain) were answered their task's tags: parses the tags into ts
+ * (room for nagain; one per distinct (run, task), first[k] the request tagset k came from),
+ * fills their calls again (a) and lists them first in argv/argc/nkeys. */
+static void refill_tagged(const struct sl_lease_req *reqs, const char *worker,
+			  const size_t *again, size_t nagain, redisReply **replies,
+			  struct tagset *ts, size_t *first, struct acquire_args *a,
+			  const char *const **argv, int *argc, int *nkeys)
 {
-	if (st->c) {
-		SL_WARN("redis lease pipeline: %s", st->c->errstr[0] ? st->c->errstr : "error");
-		redisFree(st->c);
-		st->c = NULL;
-	}
-}
+	size_t ntasks = 0;
 
-/* Sends cmds[0..n) (each argc[i] arguments argv[i]) in one pipeline and reads the replies into
- * replies[i] (NULL where none was read: the connection failed; it is then dropped). Returns
- * the number of replies read. */
-static size_t pipeline(struct sl_state *st, size_t n, const int *argc,
-		       const char *const *const *argv, redisReply **replies)
-{
-	redisContext *c = sl_state_redis(st);
-	size_t got = 0;
+	for (size_t m = 0; m < nagain; m++) {
+		size_t i = again[m], k = 0;
+		const struct sl_lease_req *q = &reqs[i];
 
-	for (size_t i = 0; i < n; i++)
+		while (k < ntasks && (strcmp(reqs[first[k]].task, q->task) ||
+				      strcmp(reqs[first[k]].run, q->run)))
+			k++;
+		if (k == ntasks) {
+			tags_parse_spec(tags_answer(replies[i]), &ts[k]);
+			first[ntasks++] = i;
+		}
+		freeReplyObject(replies[i]);
 		replies[i] = NULL;
-	if (!c)
-		return 0;
-	for (size_t i = 0; i < n; i++) {
-		/* the arguments are copied into the output buffer here */
-		if (redisAppendCommandArgv(c, argc[i], (const char **)argv[i], NULL) != REDIS_OK) {
-			drop_connection(st);
-			return 0;
-		}
+		acquire_args_fill(&a[i], &ts[k], q->run, q->task, q->idx, q->attempt, worker,
+				  q->ttl_ms, q->queue);
+		argv[m] = a[i].argv;
+		argc[m] = a[i].argc;
+		nkeys[m] = a[i].nkeys;
 	}
-	for (; got < n; got++) {
-		if (redisGetReply(c, (void **)&replies[got]) != REDIS_OK) {
-			replies[got] = NULL;
-			drop_connection(st);
-			break;
-		}
-	}
-	return got;
 }
 
 enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
@@ -204,94 +224,61 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 {
 	struct tagset *ts = NULL;
 	struct acquire_args *a = NULL;
-	redisReply **replies = NULL;
+	redisReply **replies = NULL, **tagged = NULL;
 	const char *const **argv = NULL;
 	int *argc = NULL, *nkeys = NULL;
-	const char *(*hget)[4] = NULL;
-	char (*limits_key)[STATE_KEY_MAX] = NULL;
-	size_t *task_of = NULL, *first = NULL, ntasks = 0;
+	size_t *again = NULL, *first = NULL, nagain = 0;
 	enum sl_err err = SL_OK;
 
 	for (size_t i = 0; i < n; i++)
 		reqs[i].err = SL_ERR_REDIS;
 	if (n == 0)
 		return SL_OK;
-	/* The distinct (run, task) pairs: a worker's batch holds many instances of few tasks, and
-	 * their tags are read and kept once per task. task_of[i] is request i's pair, first[k]
-	 * the first request of pair k. */
-	task_of = malloc(n * sizeof(*task_of));
-	first = malloc(n * sizeof(*first));
-	if (!task_of || !first) {
-		err = SL_ERR_NOMEM;
-		for (size_t i = 0; i < n; i++)
-			reqs[i].err = err;
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++) {
-		size_t k = ntasks;
-
-		while (k > 0 && (strcmp(reqs[first[k - 1]].task, reqs[i].task) ||
-				 strcmp(reqs[first[k - 1]].run, reqs[i].run)))
-			k--;
-		if (k == 0) {
-			first[ntasks] = i;
-			k = ++ntasks;
-		}
-		task_of[i] = k - 1;
-	}
-	/* Not zeroed: ~10 KB each, and every field read is written first. */
-	ts = malloc(ntasks * sizeof(*ts));
+	/* Not zeroed: ~4 KB each, and every field read is written first. */
 	a = malloc(n * sizeof(*a));
 	replies = calloc(n, sizeof(*replies));
+	tagged = calloc(n, sizeof(*tagged));
 	argv = calloc(n, sizeof(*argv));
 	argc = calloc(n, sizeof(*argc));
 	nkeys = calloc(n, sizeof(*nkeys));
-	hget = calloc(ntasks, sizeof(*hget));
-	limits_key = calloc(ntasks, sizeof(*limits_key));
-	if (!ts || !a || !replies || !argv || !argc || !nkeys || !hget || !limits_key) {
+	again = malloc(n * sizeof(*again));
+	first = malloc(n * sizeof(*first));
+	if (!a || !replies || !tagged || !argv || !argc || !nkeys || !again || !first) {
 		err = SL_ERR_NOMEM;
 		for (size_t i = 0; i < n; i++)
 			reqs[i].err = err;
 		goto out;
 	}
-	/* Round trip 1: every task's concurrency tags (they name the script's keys). */
-	for (size_t k = 0; k < ntasks; k++) {
-		const struct sl_lease_req *q = &reqs[first[k]];
-
-		state_key(limits_key[k], sizeof(limits_key[k]), q->run, "limits");
-		hget[k][0] = "HGET";
-		hget[k][1] = limits_key[k];
-		hget[k][2] = q->task;
-		argv[k] = hget[k];
-		argc[k] = 3;
+	/* Round trip 1: every lease asked as untagged, the scripts answered (and fsync'ed)
+	 * together by Redis; a tagged task's call does nothing and answers its tags. */
+	for (size_t i = 0; i < n; i++) {
+		acquire_args_fill(&a[i], &no_tags, reqs[i].run, reqs[i].task, reqs[i].idx,
+				  reqs[i].attempt, worker, reqs[i].ttl_ms, reqs[i].queue);
+		argv[i] = a[i].argv;
+		argc[i] = a[i].argc;
+		nkeys[i] = a[i].nkeys;
 	}
-	if (pipeline(st, ntasks, argc, argv, replies) == ntasks) {
-		/* Round trip 2: the scripts, answered (and fsync'ed) together by Redis. */
-		for (size_t k = 0; k < ntasks; k++) {
-			tags_parse(replies[k], &ts[k]);
-			freeReplyObject(replies[k]);
-			replies[k] = NULL;
-		}
-		for (size_t i = 0; i < n; i++) {
-			acquire_args_fill(&a[i], &ts[task_of[i]], reqs[i].run, reqs[i].task,
-					  reqs[i].idx, reqs[i].attempt, worker, reqs[i].ttl_ms,
-					  reqs[i].queue);
-			argv[i] = a[i].argv;
-			argc[i] = a[i].argc;
-			nkeys[i] = a[i].nkeys;
-		}
-		state_eval_pipeline(st, "lease_acquire", n, nkeys, argc, argv, NULL, replies);
-	} else {
-		for (size_t i = 0; i < n; i++) {
-			if (replies[i])
-				freeReplyObject(replies[i]);
-			replies[i] = NULL;
-		}
+	state_eval_pipeline(st, "lease_acquire", n, nkeys, argc, argv, NULL, replies);
+	/* Round trip 2, for tagged tasks only: asked again with the tags answered. */
+	for (size_t i = 0; i < n; i++)
+		if (replies[i] && tags_answer(replies[i]))
+			again[nagain++] = i;
+	if (nagain && !(ts = malloc(nagain * sizeof(*ts)))) {
+		err = SL_ERR_NOMEM;
+		nagain = 0; /* their "tags:" replies fail below (a Redis error): one call each */
 	}
-	/* Anything but a lease_acquire answer (round trip 1 failed, or Redis still failing after
-	 * the pipeline's own reconnects and script reloads) goes through the one-call path. A call that ran but whose reply was lost answers ok again to its holder, and
-	 * stale or busy where it had said busy or full: the dispatch is dropped either way. Once
-	 * that fails too, Redis is down: the rest fail at once. */
+	if (nagain) {
+		refill_tagged(reqs, worker, again, nagain, replies, ts, first, a, argv, argc,
+			      nkeys);
+		state_eval_pipeline(st, "lease_acquire", nagain, nkeys, argc, argv, NULL, tagged);
+		for (size_t m = 0; m < nagain; m++)
+			replies[again[m]] = tagged[m];
+	}
+	/* Anything but a lease answer (Redis still failing after the pipeline's own reconnects
+	 * and script reloads) goes through the one-call path. A call that ran but whose reply
+	 * was lost answers ok again to its holder, and stale or busy where it had said busy or
+	 * full: the dispatch is dropped either way. Once that fails too, Redis is down: the rest
+	 * fail at once. */
 	for (size_t i = 0; i < n; i++) {
 		struct sl_lease_req *q = &reqs[i];
 
@@ -310,13 +297,12 @@ out:
 	for (size_t i = 0; replies && i < n; i++)
 		if (replies[i])
 			freeReplyObject(replies[i]);
-	free(task_of);
 	free(first);
-	free(limits_key);
-	free(hget);
-	free(argc);
+	free(again);
 	free(nkeys);
+	free(argc);
 	free(argv);
+	free(tagged);
 	free(replies);
 	free(a);
 	free(ts);

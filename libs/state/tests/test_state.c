@@ -925,6 +925,69 @@ START_TEST(lease_acquire_many_answers_in_order)
 }
 END_TEST
 
+/* Calls of a command since the last CONFIG RESETSTAT (INFO commandstats), -1 if unreadable. */
+static long long command_calls(const char *cmd)
+{
+	redisReply *r = sl_state_command(st, "INFO commandstats");
+	char want[64];
+	const char *at;
+	long long calls = -1;
+
+	snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
+	if (r && r->type == REDIS_REPLY_STRING && (at = strstr(r->str, want)))
+		calls = strtoll(at + strlen(want), NULL, 10);
+	else if (r && r->type == REDIS_REPLY_STRING)
+		calls = 0; /* never called since the reset */
+	if (r)
+		freeReplyObject(r);
+	return calls;
+}
+
+/* A lease is one script call: asked as untagged, a tagged task's call answers its tags (and
+ * does nothing: its instance stays indexed) and is made once more with them. */
+START_TEST(lease_acquire_is_one_call_unless_the_task_is_tagged)
+{
+	struct sl_transition t;
+	struct sl_lease_req q[] = {
+		{.run = "r1", .task = "a", .idx = 0, .attempt = 1, .ttl_ms = 5000, .queue = "qq"},
+		{.run = "r1", .task = "c", .idx = 0, .attempt = 1, .ttl_ms = 5000, .queue = "qq"},
+		{.run = "r1", .task = "a", .idx = 1, .attempt = 1, .ttl_ms = 5000, .queue = "qq"},
+		{.run = "r1", .task = "c", .idx = 1, .attempt = 1, .ttl_ms = 5000, .queue = "qq"},
+		{.run = "r1", .task = "a", .idx = 2, .attempt = 1, .ttl_ms = 5000, .queue = "qq"},
+	};
+	const int idx[] = {0, 1, 2};
+	redisReply *r;
+
+	create_run("r1", NULL);
+	ck_assert_int_eq(sl_state_limits_set(st, "r1", "c", "otag=1"), SL_OK);
+	start_node("r1", "a", 3, 3, &t);
+	sl_transition_clear(&t);
+	start_node("r1", "c", 2, 1, &t);
+	sl_transition_clear(&t);
+	ck_assert_int_eq(sl_state_queued_add(st, "qq", "r1", "a", idx, 3, 1000), SL_OK);
+	ck_assert_int_eq(sl_state_queued_add(st, "qq", "r1", "c", idx, 2, 1000), SL_OK);
+	r = sl_state_command(st, "CONFIG RESETSTAT");
+	ck_assert_ptr_nonnull(r);
+	freeReplyObject(r);
+	ck_assert_int_eq(sl_state_lease_acquire_many(st, "w1", q, 3), SL_OK);
+	ck_assert_int_eq(q[0].err, SL_OK);
+	ck_assert_int_eq(q[1].err, SL_OK);   /* the tag's one slot */
+	ck_assert_int_eq(q[2].err, SL_OK);
+	ck_assert_int_eq(command_calls("evalsha"), 4); /* a[0], c[0] twice, a[1] */
+	ck_assert_int_eq(zcard("sluice:sem:otag"), 1);
+	ck_assert_int_eq(zcard("sluice:queued:qq"), 2); /* c[1], a[2] */
+	ck_assert_int_eq(sl_state_lease_acquire_many(st, "w1", q + 3, 2), SL_OK);
+	ck_assert_int_eq(q[3].err, SL_ERR_BUSY); /* the tag is full */
+	ck_assert_int_eq(q[4].err, SL_OK);
+	ck_assert_int_eq(command_calls("evalsha"), 7);
+	ck_field("sluice:{r1}:ti:c:1", "state", "WAITING_SLOT");
+	ck_assert_int_eq(zcard("sluice:queued:qq"), 0);
+	/* The one-call path asks the same way. */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(command_calls("evalsha"), 8);
+}
+END_TEST
+
 static void count_blob(const void *bytes, size_t len, void *ud)
 {
 	int *n = ud;
@@ -1017,6 +1080,7 @@ int main(void)
 	tcase_add_test(tc, cancelled_run_keeps_only_compact_hashes);
 	tcase_add_test(tc, batch_apply_matches_one_by_one);
 	tcase_add_test(tc, lease_acquire_many_answers_in_order);
+	tcase_add_test(tc, lease_acquire_is_one_call_unless_the_task_is_tagged);
 	tcase_add_test(tc, queued_scan_returns_waiting_dispatches_only);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -65,7 +65,7 @@ redisReply *sl_state_commandargv(struct sl_state *st, int argc, const char **arg
  * instance's current attempt is `attempt` and it is DISPATCHED (or RUNNING with a lapsed
  * lease); marks it RUNNING with worker and started_ms. With the lease it takes one slot of
  * each concurrency tag of the task (see sl_state_limits_set()), renewed and released with
- * the lease. Returns SL_OK, SL_ERR_STALE (the dispatch is outdated: drop it), SL_ERR_BUSY
+ * the lease. One script call; two for a task with concurrency tags (the first answers them). Returns SL_OK, SL_ERR_STALE (the dispatch is outdated: drop it), SL_ERR_BUSY
  * (someone holds it, or a tag is full: the instance is now WAITING_SLOT and the planner
  * re-dispatches it when a slot frees; drop the dispatch either way), or SL_ERR_REDIS. */
 enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const char *task,
@@ -85,9 +85,9 @@ struct sl_lease_req {
 };
 
 /* Takes the leases of reqs[0..n) for worker, each exactly as sl_state_lease_acquire() would
- * (same script, same replies), in two pipelined round trips for the whole batch (the tasks'
- * concurrency tags, then the scripts, which Redis runs and fsyncs together), in the order
- * given. A call without a usable reply (connection lost, NOSCRIPT, a script error) is made
+ * (same script, same replies), in one pipelined round trip for the whole batch (the scripts,
+ * which Redis runs and fsyncs together), in the order given; the calls of tasks with
+ * concurrency tags are answered their tags and made once more in a second one. A call without a usable reply (connection lost, NOSCRIPT, a script error) is made
  * again on its own, reconnecting and reloading the scripts (the script is idempotent for its
  * holder); once that fails, the calls after it fail too without being tried. Returns SL_OK,
  * or the first error that is not a lease answer (then some reqs[i].err are SL_ERR_REDIS). */
