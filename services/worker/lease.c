@@ -131,7 +131,7 @@ void *worker_lease_main(void *arg)
 			}
 		}
 		renew_ahead(w, &failing);
-		worker_wait(w, LEASE_TICK_MS);
+		worker_wait_tick(w, LEASE_TICK_MS);
 	}
 	pthread_mutex_unlock(&w->lock);
 	return NULL;

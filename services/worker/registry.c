@@ -20,7 +20,7 @@ void *worker_registry_main(void *arg)
 		int64_t now = sl_mono_ms();
 
 		if (now < next) {
-			worker_wait(w, (long)(next - now));
+			worker_wait_tick(w, (long)(next - now));
 			continue;
 		}
 		next = now + cfg->heartbeat_ms;

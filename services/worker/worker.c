@@ -14,7 +14,7 @@
 #include "sluice/util.h"
 #include "worker.h"
 
-void worker_wait(struct worker *w, long ms)
+static void wait_on(pthread_cond_t *cond, pthread_mutex_t *lock, long ms)
 {
 	struct timespec ts;
 
@@ -25,7 +25,17 @@ void worker_wait(struct worker *w, long ms)
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000L;
 	}
-	pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+	pthread_cond_timedwait(cond, lock, &ts);
+}
+
+void worker_wait(struct worker *w, long ms)
+{
+	wait_on(&w->cond, &w->lock, ms);
+}
+
+void worker_wait_tick(struct worker *w, long ms)
+{
+	wait_on(&w->tick, &w->lock, ms);
 }
 
 /* Sleeps up to ms, returning early (1) when a stop signal arrives. */
@@ -173,6 +183,7 @@ struct worker *worker_new(const struct worker_config *cfg, volatile sig_atomic_t
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, &ca);
+	pthread_cond_init(&w->tick, &ca);
 	pthread_condattr_destroy(&ca);
 	w->lock_ready = 1;
 	w->nslots = (int)cfg->slots;
@@ -240,6 +251,7 @@ static void stop_threads(struct worker *w)
 	pthread_mutex_lock(&w->lock);
 	atomic_store(&w->quit, 1);
 	pthread_cond_broadcast(&w->cond);
+	pthread_cond_broadcast(&w->tick);
 	worker_slots_wake(w);
 	pthread_mutex_unlock(&w->lock);
 	for (int i = 0; i < w->nslots; i++) {
@@ -316,6 +328,7 @@ void worker_destroy(struct worker *w)
 	sl_health_destroy(w->health);
 	if (w->lock_ready) {
 		pthread_cond_destroy(&w->cond);
+		pthread_cond_destroy(&w->tick);
 		pthread_mutex_destroy(&w->lock);
 	}
 	free(w);

@@ -134,6 +134,9 @@ struct worker {
 	struct sl_state *reg_st;   /* the registry thread's */
 	pthread_mutex_t lock;
 	pthread_cond_t cond; /* CLOCK_MONOTONIC; broadcast on any slot, delivery or flag change */
+	/* CLOCK_MONOTONIC; what the lease and registry threads sleep on between their ticks:
+	 * broadcast only to stop them, so that a slot's end wakes the consume loop alone. */
+	pthread_cond_t tick;
 	int lock_ready;
 	struct worker_slot *slots;
 	int nslots;
@@ -170,6 +173,9 @@ void worker_destroy(struct worker *w);
 
 /* Waits on w->cond for up to ms milliseconds. Call with w->lock held. */
 void worker_wait(struct worker *w, long ms);
+
+/* Waits on w->tick (woken only to stop) for up to ms milliseconds. Call with w->lock held. */
+void worker_wait_tick(struct worker *w, long ms);
 
 /* Retries sl_state_new() with backoff until it succeeds or a stop signal arrives.
  * Returns NULL only in the latter case. */
