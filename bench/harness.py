@@ -623,6 +623,30 @@ class Bench:
         else:
             self.baselines["redis"] = {"n": n, "pipeline": 16, "rps": figures}
 
+    def baseline_hop(self):
+        """The floor of one chain hop on this machine, measured with nothing of sluice in the way:
+        a message produced until a waiting consumer has it (kafka_trip, sluice's producer and
+        consumer settings) and one durable Redis write answered to a single client. A hop needs
+        at least two of each (the dispatch and the result cross the broker; the lease and the
+        result are transitions written before they are answered)."""
+        res = {}
+        if self.a.kafka_trip:
+            n = 50 if self.a.smoke else 500
+            rc, out, err = run_capture([self.a.kafka_trip, os.environ["SLUICE_KAFKA_BROKERS"],
+                                        "sluice.bench.trip", str(n)], timeout=120)
+            j = last_json_line(out)
+            res["kafka_trip"] = j if rc == 0 and j else {"error": f"exit {rc}: {tail(err)}"}
+        n = 500 if self.a.smoke else 3000
+        rc, out, err = run_capture(["redis-benchmark", "-h", self.redis.host, "-p", str(self.redis.port),
+                                    "-c", "1", "-t", "set", "-q", "-n", str(n)], timeout=120)
+        m = re.search(r"SET: ([0-9.]+) requests per second, p50=([0-9.]+) msec", out.replace("\r", "\n"))
+        res["redis_write"] = ({"n": n, "clients": 1, "rps": float(m.group(1)), "p50_ms": float(m.group(2))}
+                              if rc == 0 and m else {"error": f"exit {rc}: {tail(out + err)}"})
+        trip, write = res.get("kafka_trip", {}), res["redis_write"]
+        if "median_ms" in trip and "p50_ms" in write:
+            res["hop_floor_ms"] = 2 * trip["median_ms"] + 2 * write["p50_ms"]
+        self.baselines["hop"] = res
+
     # ---- peers
 
     def venv_python(self):
@@ -753,6 +777,9 @@ class Bench:
         try:
             self.warm_up()
             for w in todo:
+                if w == 2:
+                    self.baseline_hop()  # right before the chain: the broker as warm as for it
+                    log(f"hop floor: {json.dumps(self.baselines['hop'])}")
                 log(f"workload {w} ({WORKLOADS[w][0]}), size {self.size(w)}: sluice")
                 try:
                     row = getattr(self, f"w{w}")()
@@ -1013,6 +1040,25 @@ def render(rows, bench, info):
     base.append("- redis-benchmark -P 16 -t set,get (same Redis, appendfsync "
                 f"{info['redis_appendfsync']}): " + (", ".join(f"{k} {v:,.0f}/s" for k, v in rb["rps"].items())
                                                        if "rps" in rb else rb.get("error", "?")))
+    hop = bench.baselines.get("hop")
+    if hop:
+        trip, write = hop.get("kafka_trip", {}), hop.get("redis_write", {})
+        if trip:
+            base.append("- one Kafka hop, produced (idempotent, acks=all, linger 0) until a waiting group "
+                        "consumer has it, one message at a time (bench/micro/kafka_trip.c): "
+                        + (f"median {trip['median_ms']:.3f} ms (p10 {trip['p10_ms']:.3f}, p90 "
+                           f"{trip['p90_ms']:.3f}; {trip['n']} trips)" if "median_ms" in trip else trip["error"]))
+        base.append(f"- one durable Redis write (SET, appendfsync {info['redis_appendfsync']}), one client "
+                    "(redis-benchmark -c 1): " + (f"p50 {write['p50_ms']:.3f} ms ({write['rps']:,.0f}/s)"
+                                                  if "p50_ms" in write else write.get("error", "?")))
+        if "hop_floor_ms" in hop:
+            line = (f"- floor of a chain hop (2 Kafka hops + 2 durable writes, no processing): "
+                    f"{hop['hop_floor_ms']:.2f} ms")
+            dask = (bench.results.get(2) or {}).get("dask") or {}
+            if dask.get("per_hop_ms"):
+                line += (f"; 4x faster than Dask's {dask['per_hop_ms']:.2f} ms/hop needs <= "
+                         f"{dask['per_hop_ms'] / 4:.2f} ms")
+            base.append(line)
     return "\n".join(lines), "\n".join(base)
 
 
@@ -1082,6 +1128,7 @@ def parse_args(argv):
     p.add_argument("--service-log-level", default="warn", help="--log-level of planner and workers (default warn)")
     p.add_argument("--build-dir", default=os.path.join(ROOT, "build"))
     p.add_argument("--spawn-loop", required=True, help="the built bench/spawn_loop.c")
+    p.add_argument("--kafka-trip", default=None, help="the built bench/micro/kafka_trip.c (workload 2's floor)")
     p.add_argument("--out", default=None, help="results dir (default bench/results; smoke: $SLUICE_TEST_TMP)")
     p.add_argument("--venv", default=os.path.join(os.environ.get("SLUICE_CACHE", os.path.expanduser("~/.cache/sluice")),
                                                   "bench-venv"))
