@@ -425,16 +425,27 @@ class Bench:
         if "error" in r:
             return r
         keys = [f"sluice:{{{r['run']}}}:ti:t{i:04d}:-1" for i in range(n)]
-        reps = self.redis.pipeline([["HMGET", k, "started_ms", "finished_ms"] for k in keys])
+        reps = self.redis.pipeline([["HMGET", k, "started_ms", "finished_ms", "queued_ms"] for k in keys])
         fin = [int(x[1]) for x in reps if x[1] is not None]
         first_start = int(reps[0][0]) if reps and reps[0][0] is not None else None
         if len(fin) != n:
             return {"run": r["run"], "error": f"only {len(fin)}/{n} instances have finished_ms"}
         hops = [b - a for a, b in zip(fin, fin[1:])]
+        # Where a hop goes, from the instances' own ms timestamps (means: sub-ms over n): the
+        # planner writes queued_ms with the instance, the worker started_ms with its lease
+        # and finished_ms when the task ended.
+        parts = None
+        if all(x[0] is not None and x[2] is not None for x in reps):
+            q = [int(x[2]) for x in reps]
+            st = [int(x[0]) for x in reps]
+            parts = {"queued_to_started": statistics.mean(b - a for a, b in zip(q, st)),
+                     "started_to_finished": statistics.mean(b - a for a, b in zip(st, fin)),
+                     "finished_to_next_queued": statistics.mean(b - a for a, b in zip(fin, q[1:]))}
         # span: first start to last finish, i.e. without the CLI's start and the run's creation
         return {"run": r["run"], "seconds": r["seconds"], "per_hop_ms": r["seconds"] * 1000.0 / n,
                 "span_per_hop_ms": (fin[-1] - first_start) / n if first_start else None,
-                "median_hop_ms": statistics.median(hops), "p90_hop_ms": sorted(hops)[int(0.9 * (len(hops) - 1))]}
+                "median_hop_ms": statistics.median(hops), "p90_hop_ms": sorted(hops)[int(0.9 * (len(hops) - 1))],
+                "hop_parts_ms": parts}
 
     def w3(self):
         n = self.size(3)
@@ -1059,6 +1070,14 @@ def render(rows, bench, info):
                 line += (f"; 4x faster than Dask's {dask['per_hop_ms']:.2f} ms/hop needs <= "
                          f"{dask['per_hop_ms'] / 4:.2f} ms")
             base.append(line)
+    parts = ((bench.results.get(2) or {}).get("sluice") or {}).get("hop_parts_ms")
+    if parts:
+        base.append("- sluice's chain hop in parts (means over its instances' own ms timestamps): written by "
+                    f"the planner -> leased by a worker {parts['queued_to_started']:.2f} ms (node_start's "
+                    f"write, the dispatch's Kafka hop, the lease's write), leased -> finished "
+                    f"{parts['started_to_finished']:.2f} ms, finished -> the next one written "
+                    f"{parts['finished_to_next_queued']:.2f} ms (the result's Kafka hop, result_apply's "
+                    "write, the next node's expansion)")
     return "\n".join(lines), "\n".join(base)
 
 

@@ -176,6 +176,9 @@ static enum sl_err encode_dispatch(struct planner *p, struct planner_run *run,
 	d.max_output_bytes =
 		(uint32_t)(t->max_output_bytes > 0 ? t->max_output_bytes : p->cfg.max_output);
 	d.priority = t->priority;
+	/* Nothing to fence or to count against a limit while it runs (ADR 25). */
+	d.no_lease = t->kind == SL_TASK_BUILTIN && sl_flow_builtin_is_inline(t->builtin) &&
+		     t->ntags == 0;
 	if (in->nenv) {
 		vars = calloc(in->nenv, sizeof(*vars));
 		varp = calloc(in->nenv, sizeof(*varp));

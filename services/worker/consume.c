@@ -82,6 +82,7 @@ struct item {
 	char reject[128];            /* why it goes to the dead-letter topic ("" = it does not) */
 	int dup;                     /* held or just run here (worker_slot_holds): drop it */
 	int is_inline;               /* noop/echo/sum: run on this thread */
+	int no_lease;                /* inline, and the planner says it needs no lease (ADR 25) */
 	long ttl;
 	int lease;                   /* index in the lease requests, -1 when none */
 	int consumed;                /* done with: remove from the buffer */
@@ -115,6 +116,7 @@ static int dispatch_is_inline(const Sluice__V1__TaskDispatch *d)
 static void item_finish(struct worker *w, struct item *it)
 {
 	it->is_inline = dispatch_is_inline(it->d);
+	it->no_lease = it->is_inline && it->d->no_lease;
 	it->ttl = dispatch_ttl(w, it->d);
 }
 
@@ -200,7 +202,8 @@ static int same_instance(const Sluice__V1__TaskDispatch *a, const Sluice__V1__Ta
 	       !strcmp(a->run_id, b->run_id) && !strcmp(a->task, b->task);
 }
 
-/* Runs the inline built-in of it (its lease held since sent_ms) and adds its result to rb. */
+/* Runs the inline built-in of it (its lease held since sent_ms, or none: it->no_lease) and
+ * adds its result to rb. */
 static void run_inline(struct worker *w, struct item *it, int64_t sent_ms,
 		       struct worker_result_batch *rb)
 {
@@ -209,8 +212,9 @@ static void run_inline(struct worker *w, struct item *it, int64_t sent_ms,
 
 	if (atomic_load(&w->hard_stop)) {
 		/* Not started: handed back at once, as a slot does with a stopped task. */
-		sl_state_lease_release(w->st, d->run_id, d->task, d->map_index, d->attempt,
-				       w->cfg->id);
+		if (!it->no_lease)
+			sl_state_lease_release(w->st, d->run_id, d->task, d->map_index,
+					       d->attempt, w->cfg->id);
 		return;
 	}
 	SL_DEBUG("inline: start %s/%s[%d] attempt %u (builtin %s)", d->run_id, d->task,
@@ -219,7 +223,7 @@ static void run_inline(struct worker *w, struct item *it, int64_t sent_ms,
 	worker_run_inline(d, &out);
 	/* As a slot checks its stop_by: a result is published only while the lease is surely
 	 * ours (this thread may have been descheduled for long on a busy machine). */
-	if (sl_mono_ms() >= worker_lease_stop_by(w, sent_ms, it->ttl)) {
+	if (!it->no_lease && sl_mono_ms() >= worker_lease_stop_by(w, sent_ms, it->ttl)) {
 		sl_metric_inc(w->m.leases_lost);
 		sl_metric_inc(w->m.stopped);
 		SL_WARN("%s/%s[%d] attempt %u: finished after its lease could lapse; no result "
@@ -281,6 +285,9 @@ static int settle(struct worker *w, struct item *it, size_t n, const struct sl_l
 		}
 		switch (err) {
 		case SL_OK:
+			if (x->lease < 0) /* no_lease (an inline one needing none, ADR 25) */
+				break;
+			sl_metric_inc(w->m.leases_taken);
 			SL_DEBUG("lease taken: %s/%s[%d] attempt %u (ttl %ld ms)", x->d->run_id,
 				 x->d->task, x->d->map_index, x->d->attempt, x->ttl);
 			break;
@@ -329,7 +336,8 @@ next:
 	for (size_t i = 0; i < n; i++) {
 		struct item *x = &it[i];
 
-		if (x->consumed && x->lease >= 0 && reqs[x->lease].err == SL_OK && x->is_inline)
+		if (x->consumed && x->is_inline && x->d &&
+		    (x->no_lease || (x->lease >= 0 && reqs[x->lease].err == SL_OK)))
 			run_inline(w, x, sent_ms, &rb);
 	}
 	worker_result_batch_flush(w, &rb);
@@ -530,7 +538,7 @@ static int take_batch(struct worker *w, struct pending *p, int room, struct item
 	for (size_t i = 0; i < n; i++) {
 		const Sluice__V1__TaskDispatch *d = it[i].d;
 
-		if (!d || it[i].dup)
+		if (!d || it[i].dup || it[i].no_lease)
 			continue;
 		reqs[nreq] = (struct sl_lease_req){.run = d->run_id, .task = d->task,
 						    .idx = d->map_index, .attempt = d->attempt,
@@ -618,6 +626,7 @@ static int take_from_others(struct worker *w, int free_slots)
 	sl_state_lease_acquire_many(w->st, w->cfg->id, reqs, (size_t)t.n);
 	for (int i = 0; i < t.n; i++) {
 		if (reqs[i].err == SL_OK) {
+			sl_metric_inc(w->m.leases_taken);
 			SL_DEBUG("took %s/%s[%d] attempt %u, waiting in another worker's partition",
 				 t.d[i]->run_id, t.d[i]->task, t.d[i]->map_index, t.d[i]->attempt);
 			if (worker_slot_assign(w, t.d[i], ttl[i], sent) == 0) {

@@ -131,6 +131,9 @@ static void register_metrics(struct worker *w)
 	w->m.leases_lost = sl_health_counter(h, "sluice_worker_leases_lost_total",
 					     "Leases lost while their task ran (task killed, "
 					     "nothing published).");
+	w->m.leases_taken = sl_health_counter(h, "sluice_worker_leases_taken_total",
+					      "Leases taken (inline built-ins of untagged tasks "
+					      "run without one).");
 	w->m.taken = sl_health_counter(h, "sluice_worker_tasks_taken_from_others_total",
 				       "Task instances waiting in another worker's partitions that "
 				       "this one took from Redis while its slots idled.");

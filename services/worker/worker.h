@@ -115,6 +115,7 @@ struct worker_ahead {
 /* The worker's Prometheus metrics (owned by worker.health; any may be NULL). */
 struct worker_metrics {
 	struct sl_metric *started, *succeeded, *failed, *stopped, *leases_lost, *taken;
+	struct sl_metric *leases_taken;
 	struct sl_metric *busy, *slots, *waiting, *ahead, *draining;
 };
 

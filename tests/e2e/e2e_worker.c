@@ -347,6 +347,36 @@ START_TEST(inline_builtins_run_while_every_slot_is_busy)
 }
 END_TEST
 
+/* An inline built-in of a task without concurrency tags needs no lease (ADR 25): 20 such
+ * instances run without one, the 5 of a tagged task take theirs (and their tag's slots). */
+START_TEST(untagged_inline_builtins_run_without_a_lease)
+{
+	char http[32], *run, *state, *worker;
+	int port = e2e_free_port();
+	pid_t w;
+
+	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+	{
+		const char *wargs[] = {"--queue", "nolease", "--slots", "2", "--id",
+				       "e2e-nolease-w", "--http", http, NULL};
+		ck_assert_int_gt(w = spawn_worker("worker-nolease", wargs), 0);
+	}
+	run = e2e_submit(E2E_FLOWS "/no_lease.yaml", NULL);
+	ck_assert_ptr_nonnull(run);
+	state = e2e_wait_run_end(run, e2e_ms(60000));
+	ck_assert_str_eq(state ? state : "-", "SUCCEEDED");
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_succeeded_total"), 25);
+	ck_assert_int_eq(worker_metric(port, "sluice_worker_leases_taken_total"), 5);
+	/* the result still names who ran it */
+	worker = e2e_ti_field(run, "free", 7, "worker");
+	ck_assert_str_eq(worker ? worker : "(nil)", "e2e-nolease-w");
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
+	free(worker);
+	free(state);
+	free(run);
+}
+END_TEST
+
 START_TEST(health_endpoints_answer)
 {
 	static char body[65536];
@@ -822,6 +852,7 @@ int main(void)
 		health_endpoints_answer,
 		high_priority_dispatches_start_first,
 		inline_builtins_run_while_every_slot_is_busy,
+		untagged_inline_builtins_run_without_a_lease,
 		sigterm_lets_the_running_task_finish,
 		sigterm_hands_back_at_the_drain_timeout,
 		redis_outage_past_the_lease_kills_the_task_and_publishes_nothing,
