@@ -1073,11 +1073,11 @@ def render(rows, bench, info):
     parts = ((bench.results.get(2) or {}).get("sluice") or {}).get("hop_parts_ms")
     if parts:
         base.append("- sluice's chain hop in parts (means over its instances' own ms timestamps): written by "
-                    f"the planner -> leased by a worker {parts['queued_to_started']:.2f} ms (node_start's "
-                    f"write, the dispatch's Kafka hop, the lease's write), leased -> finished "
-                    f"{parts['started_to_finished']:.2f} ms, finished -> the next one written "
-                    f"{parts['finished_to_next_queued']:.2f} ms (the result's Kafka hop, result_apply's "
-                    "write, the next node's expansion)")
+                    f"the planner -> started on a worker {parts['queued_to_started']:.2f} ms (node_start's "
+                    "write, the dispatch's Kafka hop, and a lease's write for a task that takes one: "
+                    f"a noop takes none, ADR 25), started -> finished {parts['started_to_finished']:.2f} ms, "
+                    f"finished -> the next one written {parts['finished_to_next_queued']:.2f} ms (the result's "
+                    "Kafka hop, result_apply's write, the next node's expansion)")
     return "\n".join(lines), "\n".join(base)
 
 
