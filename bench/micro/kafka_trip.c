@@ -76,6 +76,7 @@ int main(int argc, char **argv)
 				    "auto.offset.reset", "latest", "fetch.wait.max.ms", "100",
 				    "enable.partition.eof", "false", NULL};
 	rd_kafka_topic_partition_list_t *subs;
+	rd_kafka_resp_err_t sub_err;
 	rd_kafka_t *prod, *cons;
 	double *lat, sum = 0;
 	int n, got = 0, rc = 1;
@@ -91,9 +92,17 @@ int main(int argc, char **argv)
 	rd_kafka_poll_set_consumer(cons);
 	subs = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_topic_partition_list_add(subs, argv[2], RD_KAFKA_PARTITION_UA);
-	rd_kafka_subscribe(cons, subs);
+	sub_err = rd_kafka_subscribe(cons, subs);
 	rd_kafka_topic_partition_list_destroy(subs);
-	lat = calloc((size_t)n, sizeof(*lat));
+	if (sub_err) {
+		fprintf(stderr, "kafka_trip: subscribe: %s\n", rd_kafka_err2str(sub_err));
+		lat = NULL;
+		goto out;
+	}
+	if (!(lat = calloc((size_t)n, sizeof(*lat)))) {
+		fprintf(stderr, "kafka_trip: out of memory\n");
+		goto out;
+	}
 
 	/* Warm-up: produce until the consumer, once assigned, receives one. */
 	for (double until = now_ms() + 30000; now_ms() < until;) {
