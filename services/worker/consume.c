@@ -276,10 +276,12 @@ static int settle(struct worker *w, struct item *it, size_t n, const struct sl_l
 			goto next;
 		}
 		if (x->dup) {
-			/* A redelivery (rebalance) of what we run already: the lease script would
-			 * say "ok" to its holder, and running it twice helps no one. */
+			/* A copy (redelivery, re-dispatch) of what runs, waits leased ahead or
+			 * ran here lately: dropped without a lease call (the script would answer
+			 * it "held"). */
 			SL_DEBUG("dispatch %s/%s[%d] attempt %u is running here already; dropped",
 				 x->d->run_id, x->d->task, x->d->map_index, x->d->attempt);
+			sl_metric_inc(w->m.dropped);
 			x->consumed = 1;
 			goto next;
 		}
@@ -292,13 +294,16 @@ static int settle(struct worker *w, struct item *it, size_t n, const struct sl_l
 				 x->d->task, x->d->map_index, x->d->attempt, x->ttl);
 			break;
 		case SL_ERR_STALE:
-			SL_DEBUG("stale dispatch %s/%s[%d] attempt %u dropped", x->d->run_id,
-				 x->d->task, x->d->map_index, x->d->attempt);
+			SL_DEBUG("stale dispatch %s/%s[%d] attempt %u dropped (outdated, or a copy "
+				 "of one whose lease this worker holds)", x->d->run_id, x->d->task,
+				 x->d->map_index, x->d->attempt);
+			sl_metric_inc(w->m.dropped);
 			break;
 		case SL_ERR_BUSY:
 			SL_DEBUG("dispatch %s/%s[%d] attempt %u is leased by another worker, or "
 				 "waits for a concurrency slot (the planner sends it again); dropped",
 				 x->d->run_id, x->d->task, x->d->map_index, x->d->attempt);
+			sl_metric_inc(w->m.dropped);
 			break;
 		default:
 			/* the items of one message follow each other: it is listed once */

@@ -134,6 +134,9 @@ static void register_metrics(struct worker *w)
 	w->m.leases_taken = sl_health_counter(h, "sluice_worker_leases_taken_total",
 					      "Leases taken (inline built-ins of untagged tasks "
 					      "run without one).");
+	w->m.dropped = sl_health_counter(h, "sluice_worker_dispatches_dropped_total",
+					 "Dispatches not run: outdated, leased by another worker, "
+					 "waiting for a concurrency slot, or copies of one run here.");
 	w->m.taken = sl_health_counter(h, "sluice_worker_tasks_taken_from_others_total",
 				       "Task instances waiting in another worker's partitions that "
 				       "this one took from Redis while its slots idled.");

@@ -116,6 +116,7 @@ struct worker_ahead {
 struct worker_metrics {
 	struct sl_metric *started, *succeeded, *failed, *stopped, *leases_lost, *taken;
 	struct sl_metric *leases_taken;
+	struct sl_metric *dropped;
 	struct sl_metric *busy, *slots, *waiting, *ahead, *draining;
 };
 
@@ -207,7 +208,8 @@ int worker_free_slots(struct worker *w);
 
 /* Returns 1 when some slot or the dispatches leased ahead hold (run, task, idx, attempt)
  * already, or one of the last WORKER_RECENT_MAX slot tasks ended here was it: a copy of it
- * must not run (the lease script would say "ok" to its holder). @locks w->lock held. */
+ * must not run, and is dropped without a lease call (which would answer it "held", as it
+ * does older copies). @locks w->lock held. */
 int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d);
 
 /* How many more dispatches the worker takes now: its free slots, or with every slot busy,

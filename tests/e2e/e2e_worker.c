@@ -832,6 +832,95 @@ START_TEST(a_copy_of_a_task_that_ended_here_is_not_run_again)
 }
 END_TEST
 
+/* The same past the 64 instances the worker remembers: a copy of a dispatch whose task ended
+ * here 99 tasks ago, whose result is not recorded yet (the lease still names this worker),
+ * is refused by the lease script ("held") and dropped. Before that, the script said "ok" to
+ * a lease's holder, and a planner restarted after a big fan-out ran such tasks twice. */
+START_TEST(a_copy_reaching_the_holder_after_many_other_tasks_is_not_run_again)
+{
+	char gate[600], log[600], p1[700], p2[700], key[700], lease[700], *run, *st;
+	const char *params[] = {p1, p2, NULL};
+	int port = e2e_free_port();
+	char http[32];
+	redisReply *r = NULL, *ttl = NULL, *got = NULL;
+	long done, dropped = -1, dropped_before = -1, started;
+	int first = -1;
+	pid_t w;
+
+	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+	{
+		const char *wargs[] = {"--queue", "again-many", "--slots", "1", "--id",
+				       "e2e-again-many-w", "--http", http, NULL};
+		ck_assert_int_gt(w = spawn_worker("worker-again-many", wargs), 0);
+	}
+	snprintf(gate, sizeof(gate), "%s/again-many-gate", e2e_tmpdir("worker"));
+	snprintf(log, sizeof(log), "%s/again-many-log", e2e_tmpdir("worker"));
+	unlink(gate);
+	unlink(log);
+	snprintf(p1, sizeof(p1), "log=%s", log);
+	snprintf(p2, sizeof(p2), "gate=%s", gate);
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/again_many.yaml", params));
+	ck_assert_msg(wait_lines(log, 1, 60000), "no task ran");
+	sleep(1); /* every dispatch sent (one chunk of 100) */
+	kill(planner, SIGSTOP); /* the results stay unrecorded */
+	open_gate(gate);
+	done = wait_metric(port, "sluice_worker_tasks_succeeded_total", 100, 30000);
+	snprintf(key, sizeof(key), "sluice:{%s}:disp:once", run);
+	/* the task that ran first (the log is in the order they ran): 99 ended after it */
+	{
+		FILE *f = fopen(log, "r");
+
+		if (!f || fscanf(f, "%d", &first) != 1)
+			first = -1;
+		if (f)
+			fclose(f);
+	}
+	snprintf(lease, sizeof(lease), "sluice:{%s}:lease:once:%d", run, first);
+	if (done == 100 && first >= 0) {
+		r = sl_state_command(e2e_state(), "HGET %s %d", key, first);
+		ttl = sl_state_command(e2e_state(), "PTTL %s", lease);
+	}
+	if (r && r->type == REDIS_REPLY_STRING && ttl && ttl->type == REDIS_REPLY_INTEGER &&
+	    ttl->integer > 700) {
+		int64_t until = sl_mono_ms() + e2e_ms(10000);
+
+		dropped_before = worker_metric(port, "sluice_worker_dispatches_dropped_total");
+		e2e_produce("sluice.tasks.again-many", run, r->str, r->len);
+		while ((dropped = worker_metric(port, "sluice_worker_dispatches_dropped_total")) <=
+			       dropped_before &&
+		       sl_mono_ms() < until)
+			usleep(20000);
+		/* still there: the copy met the lease, not its lapse */
+		got = sl_state_command(e2e_state(), "GET %s", lease);
+	}
+	started = worker_metric(port, "sluice_worker_tasks_started_total");
+	kill(planner, SIGCONT);
+	ck_assert_int_eq(done, 100);
+	ck_assert_msg(r && r->type == REDIS_REPLY_STRING, "no stored dispatch at %s", key);
+	ck_assert_msg(ttl && ttl->type == REDIS_REPLY_INTEGER && ttl->integer > 700,
+		      "the lease of once[%d] lapses in %lld ms: too soon to send a copy",
+		      first, ttl ? (long long)ttl->integer : -1LL);
+	printf("again-many: the copy sent %lld ms before the lease would lapse; dispatches "
+	       "dropped: %ld before it, %ld after\n",
+	       ttl && ttl->type == REDIS_REPLY_INTEGER ? (long long)ttl->integer : -1LL,
+	       dropped_before, dropped);
+	ck_assert_int_ge(dropped_before, 0);
+	ck_assert_int_gt(dropped, dropped_before);
+	ck_assert_str_eq(got && got->type == REDIS_REPLY_STRING ? got->str : "-",
+			 "e2e-again-many-w:1");
+	ck_assert_int_eq(started, 100);
+	st = e2e_wait_run_end(run, e2e_ms(30000));
+	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
+	ck_assert_int_eq(count_lines(log), 100);
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
+	freeReplyObject(r);
+	freeReplyObject(ttl);
+	freeReplyObject(got);
+	free(st);
+	free(run);
+}
+END_TEST
+
 START_TEST(planner_serves_metrics)
 {
 	static char body[65536];
@@ -861,6 +950,7 @@ int main(void)
 		dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled,
 		an_idle_worker_takes_dispatches_waiting_for_a_stopped_one,
 		a_copy_of_a_task_that_ended_here_is_not_run_again,
+		a_copy_reaching_the_holder_after_many_other_tasks_is_not_run_again,
 		NULL,
 	};
 

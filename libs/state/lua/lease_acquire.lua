@@ -8,8 +8,10 @@
 --       "sluice:queued:<queue>" (ADR 23), which the instance leaves whatever the answer
 -- ARGV: 1 attempt, 2 worker id, 3 ttl ms, 4 now ms, 5 n, 6 slot holder
 --       "<R>|<task>|<idx>|<attempt>", 7..6+n limits, 7+n..6+2n tag names, 7+2n task name,
---       8+2n the task's limits entry these tags were read from ("" for none)
--- Returns 'ok', 'stale' (outdated dispatch: drop it), 'busy' (someone else holds it),
+--       8+2n the task's limits entry these tags were read from ("" for none), 9+2n the
+--       call's id (the same call made again after its reply was lost repeats it)
+-- Returns 'ok', 'stale' (outdated dispatch: drop it), 'held' (the caller holds this lease
+-- already: a copy of what it runs or ran, drop it), 'busy' (someone else holds it),
 -- 'full' (a tag has no free slot: the instance becomes WAITING_SLOT in that tag's list until
 -- the planner re-dispatches it with a reserved slot; drop the dispatch), or 'tags:<entry>'
 -- when the task's limits entry is not ARGV[8+2n]: nothing done, call again with its tags
@@ -28,13 +30,20 @@ end
 
 local run_state = redis.call('HGET', KEYS[1], 'state')
 if run_state ~= 'RUNNING' then drop_slots() return 'stale' end
-local ti = redis.call('HMGET', KEYS[2], 'state', 'attempt')
+local ti = redis.call('HMGET', KEYS[2], 'state', 'attempt', 'lease_call')
 if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[1]) then drop_slots() return 'stale' end
 local holder = ARGV[2] .. ':' .. ARGV[1]
 if ti[1] == 'RUNNING' then
-  -- A redelivery to the holder keeps its lease; anyone else must wait for the reaper,
-  -- which re-dispatches with a new attempt so no two executions share a fencing token.
-  if redis.call('GET', KEYS[3]) == holder then return 'ok' end
+  -- The lease stays until the planner records the result, so a copy reaching its holder
+  -- (a redelivery, a re-dispatch after a planner restart) may come after the task ended
+  -- there: 'held', or one attempt would run twice. Only this very call made again (its
+  -- reply was lost and the client resent it) finds the id it wrote: 'ok'. Anyone else
+  -- waits for the reaper, which re-dispatches with a new attempt so no two executions
+  -- share a fencing token.
+  if redis.call('GET', KEYS[3]) == holder then
+    if ti[3] == ARGV[9 + 2 * n] then return 'ok' end
+    return 'held'
+  end
   return 'busy'
 end
 if ti[1] ~= 'DISPATCHED' then drop_slots() return 'stale' end
@@ -70,6 +79,7 @@ redis.call('SADD', KEYS[4], KEYS[3])
 for i = 1, n do
   redis.call('ZADD', KEYS[5 + i], now + tonumber(ARGV[3]), member)
 end
-redis.call('HSET', KEYS[2], 'state', 'RUNNING', 'worker', ARGV[2], 'started_ms', ARGV[4])
+redis.call('HSET', KEYS[2], 'state', 'RUNNING', 'worker', ARGV[2], 'started_ms', ARGV[4],
+           'lease_call', ARGV[9 + 2 * n])
 redis.call('HDEL', KEYS[2], 'waiting_for')
 return 'ok'

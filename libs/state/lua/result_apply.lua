@@ -38,7 +38,7 @@ local run_state = redis.call('HGET', KEYS[1], 'state')
 if ARGV[2] == 'SUCCEEDED' then
   redis.call('HSET', KEYS[3], 'state', 'SUCCEEDED', 'output', ARGV[3], 'worker', ARGV[6],
              'started_ms', ARGV[7], 'finished_ms', ARGV[8], 'exit_code', ARGV[5])
-  redis.call('HDEL', KEYS[3], 'dispatch', 'error')
+  redis.call('HDEL', KEYS[3], 'dispatch', 'error', 'lease_call')
   instance_forget(KEYS[3])
   redis.call('HINCRBY', KEYS[1], 'tasks_done', 1)
   if run_state ~= 'RUNNING' then return {'applied', run_state} end

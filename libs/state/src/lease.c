@@ -70,15 +70,18 @@ struct acquire_args {
 		set_key[STATE_KEY_MAX], limits_key[STATE_KEY_MAX], member[STATE_KEY_MAX],
 		queued_key[STATE_KEY_MAX];
 	char att[16], ttl[24], now[24], ntags[8];
+	/* This call's id (lease_call_id()): the same call made again (its reply lost) repeats
+	 * it, and the script tells it from a copy of the dispatch by that. */
+	char call[48];
 	/* The script's keys and arguments (argc of them, nkeys keys first): 5 + 2n + 1 keys (and
-	 * the queue's index of waiting dispatches) and 8 + 2n arguments for n tags. */
-	const char *argv[15 + 4 * SL_STATE_MAX_TAGS];
+	 * the queue's index of waiting dispatches) and 9 + 2n arguments for n tags. */
+	const char *argv[16 + 4 * SL_STATE_MAX_TAGS];
 	int nkeys, argc;
 };
 
 static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, const char *run,
 			      const char *task, int idx, unsigned attempt, const char *worker,
-			      long ttl_ms, const char *queue)
+			      long ttl_ms, const char *queue, const char *call)
 {
 	state_key(a->run_key, sizeof(a->run_key), run, "run");
 	state_key(a->ti_key, sizeof(a->ti_key), run, "ti:%s:%d", task, idx);
@@ -89,6 +92,8 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 	snprintf(a->att, sizeof(a->att), "%u", attempt);
 	snprintf(a->ttl, sizeof(a->ttl), "%ld", ttl_ms);
 	snprintf(a->now, sizeof(a->now), "%lld", (long long)sl_now_ms());
+	if (call != a->call)
+		sl_strlcpy(a->call, call, sizeof(a->call));
 	snprintf(a->ntags, sizeof(a->ntags), "%d", ts->n);
 	a->argc = 0;
 	a->argv[a->argc++] = a->run_key;
@@ -119,6 +124,13 @@ static void acquire_args_fill(struct acquire_args *a, const struct tagset *ts, c
 		a->argv[a->argc++] = ts->tag[i];
 	a->argv[a->argc++] = task;
 	a->argv[a->argc++] = ts->raw;
+	a->argv[a->argc++] = a->call;
+}
+
+/* A new id for one lease_acquire call of this connection: the time and a count. */
+static void lease_call_id(struct sl_state *st, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%lld.%llu", (long long)sl_now_ms(), ++st->lease_calls);
 }
 
 /* The task's tags when lease_acquire answered that they are not those it was called with
@@ -131,7 +143,8 @@ static const char *tags_answer(const redisReply *r)
 }
 
 /* The lease_acquire reply as a status: ok, busy/full, "tags:" (not a lease answer: the call
- * named other tags than the task's) a Redis error, anything else stale. */
+ * named other tags than the task's) a Redis error, anything else (stale, held: a copy of what
+ * the caller holds the lease of) stale. */
 static enum sl_err acquire_reply(const redisReply *r)
 {
 	if (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
@@ -146,8 +159,12 @@ static enum sl_err acquire_reply(const redisReply *r)
 /* A task without concurrency tags: what every lease is first asked with. */
 static const struct tagset no_tags;
 
-enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const char *task,
-				   int idx, unsigned attempt, const char *worker, long ttl_ms)
+/* sl_state_lease_acquire() as the call with id `call` (lease_call_id()): a call made again
+ * after its reply was lost passes the id of the first, so that the script tells it from a
+ * copy of the dispatch. */
+static enum sl_err lease_acquire_call(struct sl_state *st, const char *run, const char *task,
+				      int idx, unsigned attempt, const char *worker, long ttl_ms,
+				      const char *call)
 {
 	struct acquire_args *a = NULL;
 	struct tagset *ts = NULL;
@@ -162,7 +179,7 @@ enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const c
 	}
 	/* Asked as untagged first; the script answers a tagged task's tags, and is asked again. */
 	for (int round = 0; round < 2; round++) {
-		acquire_args_fill(a, use, run, task, idx, attempt, worker, ttl_ms, NULL);
+		acquire_args_fill(a, use, run, task, idx, attempt, worker, ttl_ms, NULL, call);
 		err = SL_ERR_REDIS;
 		if (!(r = state_eval(st, "lease_acquire", a->nkeys, a->argc, a->argv, NULL)))
 			goto out;
@@ -186,6 +203,15 @@ out:
 	free(a);
 	free(ts);
 	return err;
+}
+
+enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const char *task,
+				   int idx, unsigned attempt, const char *worker, long ttl_ms)
+{
+	char call[48];
+
+	lease_call_id(st, call, sizeof(call));
+	return lease_acquire_call(st, run, task, idx, attempt, worker, ttl_ms, call);
 }
 
 /* The requests again[0..nagain) were answered their task's tags: parses the tags into ts
@@ -212,7 +238,7 @@ static void refill_tagged(const struct sl_lease_req *reqs, const char *worker,
 		freeReplyObject(replies[i]);
 		replies[i] = NULL;
 		acquire_args_fill(&a[i], &ts[k], q->run, q->task, q->idx, q->attempt, worker,
-				  q->ttl_ms, q->queue);
+				  q->ttl_ms, q->queue, a[i].call);
 		argv[m] = a[i].argv;
 		argc[m] = a[i].argc;
 		nkeys[m] = a[i].nkeys;
@@ -252,8 +278,10 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 	/* Round trip 1: every lease asked as untagged, the scripts answered (and fsync'ed)
 	 * together by Redis; a tagged task's call does nothing and answers its tags. */
 	for (size_t i = 0; i < n; i++) {
+		lease_call_id(st, a[i].call, sizeof(a[i].call));
 		acquire_args_fill(&a[i], &no_tags, reqs[i].run, reqs[i].task, reqs[i].idx,
-				  reqs[i].attempt, worker, reqs[i].ttl_ms, reqs[i].queue);
+				  reqs[i].attempt, worker, reqs[i].ttl_ms, reqs[i].queue,
+				  a[i].call);
 		argv[i] = a[i].argv;
 		argc[i] = a[i].argc;
 		nkeys[i] = a[i].nkeys;
@@ -275,18 +303,18 @@ enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 			replies[again[m]] = tagged[m];
 	}
 	/* Anything but a lease answer (Redis still failing after the pipeline's own reconnects
-	 * and script reloads) goes through the one-call path. A call that ran but whose reply
-	 * was lost answers ok again to its holder, and stale or busy where it had said busy or
-	 * full: the dispatch is dropped either way. Once that fails too, Redis is down: the rest
-	 * fail at once. */
+	 * and script reloads) goes through the one-call path, as the same call (same id). A
+	 * call that ran but whose reply was lost answers ok again to its holder (it finds its
+	 * own id), and stale or busy where it had said busy or full: the dispatch is dropped
+	 * either way. Once that fails too, Redis is down: the rest fail at once. */
 	for (size_t i = 0; i < n; i++) {
 		struct sl_lease_req *q = &reqs[i];
 
 		if (replies[i] && (q->err = acquire_reply(replies[i])) != SL_ERR_REDIS)
 			continue;
 		if (err == SL_OK) {
-			q->err = sl_state_lease_acquire(st, q->run, q->task, q->idx, q->attempt,
-							worker, q->ttl_ms);
+			q->err = lease_acquire_call(st, q->run, q->task, q->idx, q->attempt,
+						    worker, q->ttl_ms, a[i].call);
 			if (q->err != SL_OK && q->err != SL_ERR_BUSY && q->err != SL_ERR_STALE)
 				err = q->err;
 		} else {

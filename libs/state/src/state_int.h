@@ -15,6 +15,7 @@ struct sl_state {
 	int db;
 	char password[256];
 	char sha[STATE_MAX_SCRIPTS][41];
+	unsigned long long lease_calls; /* lease_acquire calls made: their ids (lease.c) */
 };
 
 /* Runs script `name` with nkeys keys followed by its args (argv[0..argc) = keys then ARGV).

@@ -1,10 +1,16 @@
 /* test_state.c - the Lua transitions against a real redis-server (db 9 of the session's
  * Redis when SLUICE_REDIS_URL is set, else a private redis-server started here). */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -143,9 +149,12 @@ START_TEST(lease_is_fenced_by_attempt)
 	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 2, "w1", 5000), SL_ERR_STALE);
 	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
 	ck_field("sluice:{r1}:ti:a:0", "state", "RUNNING");
-	/* The same dispatch delivered again: the holder keeps it, anyone else is refused. */
-	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	/* The same dispatch delivered again: to its holder a copy (the task may have ended
+	 * there, its result not recorded yet: it must not run again), anyone else is refused;
+	 * the lease stays the holder's. */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_ERR_STALE);
 	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w2", 5000), SL_ERR_BUSY);
+	ck_field("sluice:{r1}:ti:a:0", "worker", "w1");
 	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w2", 5000), SL_ERR_STALE);
 	ck_assert_int_eq(sl_state_lease_renew(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
 	ck_assert_int_eq(sl_state_lease_release(st, "r1", "a", 0, 1, "w2"), SL_OK);
@@ -873,7 +882,7 @@ START_TEST(lease_acquire_many_answers_in_order)
 		{.run = "nope", .task = "a", .idx = 0, .attempt = 1, .ttl_ms = 5000}, /* no run */
 	};
 	struct sl_lease_req again[] = {
-		{.run = "r1", .task = "a", .idx = 0, .attempt = 1, .ttl_ms = 5000}, /* holder: ok */
+		{.run = "r1", .task = "a", .idx = 0, .attempt = 1, .ttl_ms = 5000}, /* a copy */
 		{.run = "r1", .task = "a", .idx = 2, .attempt = 1, .ttl_ms = 5000}, /* ok */
 		{.run = "r1", .task = "a", .idx = 1, .attempt = 1, .ttl_ms = 5000}, /* w2: busy */
 	};
@@ -915,7 +924,7 @@ START_TEST(lease_acquire_many_answers_in_order)
 	ck_assert_ptr_nonnull(r);
 	freeReplyObject(r);
 	ck_assert_int_eq(sl_state_lease_acquire_many(st, "w1", again, 3), SL_OK);
-	ck_assert_int_eq(again[0].err, SL_OK);
+	ck_assert_int_eq(again[0].err, SL_ERR_STALE);
 	ck_assert_int_eq(again[1].err, SL_OK);
 	ck_assert_int_eq(again[2].err, SL_ERR_BUSY);
 	v = get_str("sluice:{r1}:lease:a:2");
@@ -945,6 +954,155 @@ static long long command_calls(const char *cmd)
 
 /* A lease is one script call: asked as untagged, a tagged task's call answers its tags (and
  * does nothing: its instance stays indexed) and is made once more with them. */
+/* ---- a relay to Redis that can lose a reply ---- */
+
+/* Relays one client connection at a time to the test's Redis. With drop set, the next bytes
+ * Redis sends are not passed on: both connections close instead, as when a connection breaks
+ * after Redis ran a command and before its reply arrived. */
+struct relay {
+	int listen_fd, port, redis_port;
+	atomic_int drop, dropped, quit;
+	pthread_t thread;
+};
+
+static int write_all(int fd, const char *buf, ssize_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, buf, (size_t)n);
+		if (w <= 0)
+			return -1;
+		buf += w;
+		n -= w;
+	}
+	return 0;
+}
+
+static void relay_pass(struct relay *rl, int c, int u)
+{
+	char buf[65536];
+
+	while (!atomic_load(&rl->quit)) {
+		struct pollfd p[2] = {{.fd = c, .events = POLLIN}, {.fd = u, .events = POLLIN}};
+		ssize_t n;
+
+		if (poll(p, 2, 100) < 0)
+			return;
+		if (p[0].revents) {
+			n = read(c, buf, sizeof(buf));
+			if (n <= 0 || write_all(u, buf, n))
+				return;
+		}
+		if (p[1].revents) {
+			n = read(u, buf, sizeof(buf));
+			if (n <= 0)
+				return;
+			if (atomic_exchange(&rl->drop, 0)) {
+				atomic_fetch_add(&rl->dropped, 1);
+				return;
+			}
+			if (write_all(c, buf, n))
+				return;
+		}
+	}
+}
+
+static void *relay_main(void *arg)
+{
+	struct relay *rl = arg;
+	struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)rl->redis_port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+
+	while (!atomic_load(&rl->quit)) {
+		struct pollfd lp = {.fd = rl->listen_fd, .events = POLLIN};
+		int c, u;
+
+		if (poll(&lp, 1, 100) <= 0 || (c = accept(rl->listen_fd, NULL, NULL)) < 0)
+			continue;
+		u = socket(AF_INET, SOCK_STREAM, 0);
+		if (u >= 0 && connect(u, (struct sockaddr *)&to, sizeof(to)) == 0)
+			relay_pass(rl, c, u);
+		if (u >= 0)
+			close(u);
+		close(c);
+	}
+	return NULL;
+}
+
+/* Starts a relay to the Redis of `url` ("redis://[:password@]127.0.0.1:port/db") and writes
+ * the URL to reach it through the relay into relay_url. */
+static void relay_start(struct relay *rl, char *relay_url, size_t cap)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	const char *hostport = strchr(url + 8, '@') ? strchr(url + 8, '@') + 1 : url + 8;
+	const char *colon = strchr(hostport, ':');
+
+	ck_assert_ptr_nonnull(colon);
+	memset(rl, 0, sizeof(*rl));
+	rl->redis_port = atoi(colon + 1);
+	rl->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(rl->listen_fd, 0);
+	ck_assert_int_eq(bind(rl->listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(rl->listen_fd, 4), 0);
+	ck_assert_int_eq(getsockname(rl->listen_fd, (struct sockaddr *)&a, &alen), 0);
+	rl->port = ntohs(a.sin_port);
+	snprintf(relay_url, cap, "%.*s127.0.0.1:%d/9", (int)(hostport - url), url, rl->port);
+	ck_assert_int_eq(pthread_create(&rl->thread, NULL, relay_main, rl), 0);
+}
+
+static void relay_stop(struct relay *rl)
+{
+	atomic_store(&rl->quit, 1);
+	pthread_join(rl->thread, NULL);
+	close(rl->listen_fd);
+}
+
+/* A lease call that ran but whose reply was lost is made again by the client (one call, or
+ * the pipeline of a batch) and answered ok again: it is the same call, not a copy of the
+ * dispatch, which its holder is refused. */
+START_TEST(a_lease_call_whose_reply_was_lost_is_answered_ok_again)
+{
+	struct sl_transition t;
+	struct sl_lease_req q[] = {
+		{.run = "r1", .task = "a", .idx = 1, .attempt = 1, .ttl_ms = 5000},
+		{.run = "r1", .task = "a", .idx = 2, .attempt = 1, .ttl_ms = 5000},
+	};
+	struct sl_state *via;
+	struct relay rl;
+	char via_url[300], err[256];
+
+	create_run("r1", NULL);
+	start_node("r1", "a", 3, 3, &t);
+	sl_transition_clear(&t);
+	relay_start(&rl, via_url, sizeof(via_url));
+	via = sl_state_new(via_url, err, sizeof(err));
+	ck_assert_msg(via != NULL, "redis through the relay: %s", err);
+
+	atomic_store(&rl.drop, 1);
+	ck_assert_int_eq(sl_state_lease_acquire(via, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	ck_assert_int_eq(atomic_load(&rl.dropped), 1);
+	atomic_store(&rl.drop, 1);
+	ck_assert_int_eq(sl_state_lease_acquire_many(via, "w1", q, 2), SL_OK);
+	ck_assert_int_eq(atomic_load(&rl.dropped), 2);
+	ck_assert_int_eq(q[0].err, SL_OK);
+	ck_assert_int_eq(q[1].err, SL_OK);
+	for (int i = 0; i < 3; i++) {
+		char key[64];
+
+		snprintf(key, sizeof(key), "sluice:{r1}:ti:a:%d", i);
+		ck_field(key, "state", "RUNNING");
+		ck_field(key, "worker", "w1");
+	}
+	/* a copy of one of them, asked for later, is not the same call */
+	ck_assert_int_eq(sl_state_lease_acquire(via, "r1", "a", 1, 1, "w1", 5000), SL_ERR_STALE);
+	ck_assert_int_eq(sl_state_lease_acquire_many(via, "w1", q, 2), SL_OK);
+	ck_assert_int_eq(q[0].err, SL_ERR_STALE);
+	ck_assert_int_eq(q[1].err, SL_ERR_STALE);
+	sl_state_destroy(via);
+	relay_stop(&rl);
+}
+END_TEST
+
 START_TEST(lease_acquire_is_one_call_unless_the_task_is_tagged)
 {
 	struct sl_transition t;
@@ -982,8 +1140,8 @@ START_TEST(lease_acquire_is_one_call_unless_the_task_is_tagged)
 	ck_assert_int_eq(command_calls("evalsha"), 7);
 	ck_field("sluice:{r1}:ti:c:1", "state", "WAITING_SLOT");
 	ck_assert_int_eq(zcard("sluice:queued:qq"), 0);
-	/* The one-call path asks the same way. */
-	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_OK);
+	/* The one-call path asks the same way (a[0] again: a copy of what w1 holds). */
+	ck_assert_int_eq(sl_state_lease_acquire(st, "r1", "a", 0, 1, "w1", 5000), SL_ERR_STALE);
 	ck_assert_int_eq(command_calls("evalsha"), 8);
 }
 END_TEST
@@ -1081,6 +1239,7 @@ int main(void)
 	tcase_add_test(tc, batch_apply_matches_one_by_one);
 	tcase_add_test(tc, lease_acquire_many_answers_in_order);
 	tcase_add_test(tc, lease_acquire_is_one_call_unless_the_task_is_tagged);
+	tcase_add_test(tc, a_lease_call_whose_reply_was_lost_is_answered_ok_again);
 	tcase_add_test(tc, queued_scan_returns_waiting_dispatches_only);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

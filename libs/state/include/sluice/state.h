@@ -62,12 +62,16 @@ redisReply *sl_state_commandargv(struct sl_state *st, int argc, const char **arg
 /* ---- leases (worker side) ---- */
 
 /* Takes the lease of instance (run, task, idx) for attempt: succeeds only when the
- * instance's current attempt is `attempt` and it is DISPATCHED (or RUNNING with a lapsed
- * lease); marks it RUNNING with worker and started_ms. With the lease it takes one slot of
- * each concurrency tag of the task (see sl_state_limits_set()), renewed and released with
- * the lease. One script call; two for a task with concurrency tags (the first answers them). Returns SL_OK, SL_ERR_STALE (the dispatch is outdated: drop it), SL_ERR_BUSY
- * (someone holds it, or a tag is full: the instance is now WAITING_SLOT and the planner
- * re-dispatches it when a slot frees; drop the dispatch either way), or SL_ERR_REDIS. */
+ * instance's current attempt is `attempt` and it is DISPATCHED; marks it RUNNING with worker
+ * and started_ms. With the lease it takes one slot of each concurrency tag of the task (see
+ * sl_state_limits_set()), renewed and released with the lease. One script call; two for a
+ * task with concurrency tags (the first answers them). A call made again after its reply
+ * was lost gets SL_OK again; any other call for a lease the worker holds already (a copy of
+ * a dispatch it runs or ran, whose result is not recorded yet) gets SL_ERR_STALE, so that
+ * no attempt runs twice. Returns SL_OK, SL_ERR_STALE (the dispatch is outdated: drop it),
+ * SL_ERR_BUSY (someone holds it, or a tag is full: the instance is now WAITING_SLOT and the
+ * planner re-dispatches it when a slot frees; drop the dispatch either way), or
+ * SL_ERR_REDIS. */
 enum sl_err sl_state_lease_acquire(struct sl_state *st, const char *run, const char *task,
 				   int idx, unsigned attempt, const char *worker, long ttl_ms);
 
@@ -87,10 +91,13 @@ struct sl_lease_req {
 /* Takes the leases of reqs[0..n) for worker, each exactly as sl_state_lease_acquire() would
  * (same script, same replies), in one pipelined round trip for the whole batch (the scripts,
  * which Redis runs and fsyncs together), in the order given; the calls of tasks with
- * concurrency tags are answered their tags and made once more in a second one. A call without a usable reply (connection lost, NOSCRIPT, a script error) is made
- * again on its own, reconnecting and reloading the scripts (the script is idempotent for its
- * holder); once that fails, the calls after it fail too without being tried. Returns SL_OK,
- * or the first error that is not a lease answer (then some reqs[i].err are SL_ERR_REDIS). */
+ * concurrency tags are answered their tags and made once more in a second one (a second
+ * request for an instance in the same batch is a copy: SL_ERR_STALE). A call without a
+ * usable reply (connection lost, NOSCRIPT, a script error) is made again on its own,
+ * reconnecting and reloading the scripts, as the same call (it gets SL_OK again if the first
+ * one took the lease); once that fails, the calls after it fail too without being tried.
+ * Returns SL_OK, or the first error that is not a lease answer (then some reqs[i].err are
+ * SL_ERR_REDIS). */
 enum sl_err sl_state_lease_acquire_many(struct sl_state *st, const char *worker,
 					 struct sl_lease_req *reqs, size_t n);
 
