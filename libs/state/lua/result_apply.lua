@@ -1,70 +1,177 @@
--- result_apply: records a task result once, fenced by the attempt number.
--- KEYS: 1 run hash, 2 node hash, 3 instance hash, 4 timers zset
--- ARGV: 1 attempt, 2 status (SUCCEEDED|FAILED|TIMED_OUT|CANCELLED), 3 output JSON, 4 error,
---       5 exit code, 6 worker, 7 started ms, 8 finished ms, 9 now ms, 10 retry delay ms,
---       11 timer member for a retry ("<R>|<task>|<idx>|<next attempt>"), 12 node key
---       prefix, 13 task name
+-- result_apply: records task results, each once, fenced by its attempt number, in the order
+-- given: every result settles and is answered exactly as it would be in a call of its own.
+-- What the results of one node share is read once and written once per call: the run's
+-- state and counters, the node's counters, its dispatch hash, the reaper's index and the
+-- run's lease set (a fan-out's results are mostly of one node: three commands per result
+-- stay, the instance's own).
+-- KEYS: per result i (from 0): 4i+1 run hash, 4i+2 node hash, 4i+3 instance hash,
+--       4i+4 timers zset
+-- ARGV: per result i, from 13i: +1 attempt, +2 status (SUCCEEDED|FAILED|TIMED_OUT|CANCELLED),
+--       +3 output JSON, +4 error, +5 exit code, +6 worker, +7 started ms, +8 finished ms,
+--       +9 now ms, +10 retry delay ms, +11 timer member for a retry
+--       ("<R>|<task>|<idx>|<next attempt>"), +12 node key prefix, +13 task name
 -- The lease of the attempt and its concurrency slots are released once the result passes
 -- the fence.
--- Returns {outcome, run state, ready nodes...}; outcome is 'applied', 'node_done' (the node
--- ended, SUCCEEDED or FAILED: the run state says whether the run ended too), 'retry' or
--- 'stale' (not the current attempt: nothing changed). A failure on the last attempt fails
--- the node once all its instances have ended; the run goes on with what can still run
--- (trigger rules) and ends FAILED.
-local ti = redis.call('HMGET', KEYS[3], 'state', 'attempt', 'max_attempts')
-if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[1])
-   or (ti[1] ~= 'RUNNING' and ti[1] ~= 'DISPATCHED') then
-  redis.call('HINCRBY', KEYS[1], 'stale_results', 1)
-  return {'stale', redis.call('HGET', KEYS[1], 'state') or 'MISSING'}
+-- Returns one reply per result, {outcome, run state, ready nodes...}; outcome is 'applied',
+-- 'node_done' (the node ended, SUCCEEDED or FAILED: the run state says whether the run ended
+-- too), 'retry' or 'stale' (not the current attempt: nothing changed). A failure on the last
+-- attempt fails the node once all its instances have ended; the run goes on with what can
+-- still run (trigger rules) and ends FAILED.
+
+local runs = {}       -- run key -> {state, done, failed}: counts not written yet
+local nodes = {}      -- node key -> {total, done, failed, ended, d_done, d_failed}
+local disp_done = {}  -- dispatch hash key -> map indexes of instances ended for good
+local active_done = {} -- instance keys leaving the reaper's index
+local lease_keys = {} -- leases of the results' attempts
+local lease_sets = {} -- the run's lease set -> its members among lease_keys
+local specs = {}      -- "<limits key>|<task>" -> concurrency spec, or false for none
+
+local function run_of(key)
+  local r = runs[key]
+  if not r then
+    r = {state = redis.call('HGET', key, 'state'), done = 0, failed = 0}
+    runs[key] = r
+  end
+  return r
 end
--- The result settles this attempt, so its lease and concurrency slots end here: the worker
--- frees its slot as soon as the result is queued, without waiting for the delivery report
--- and a release of its own. Key names follow the instance's: sluice:{R}:ti:<task>:<idx>.
-do
-  local base = string.sub(KEYS[1], 1, -4)
-  local lease = base .. 'lease:' .. string.sub(KEYS[3], #base + 4)
-  redis.call('DEL', lease)
-  redis.call('SREM', base .. 'leases', lease)
-  local spec = redis.call('HGET', base .. 'limits', ARGV[13])
+
+local function node_of(key)
+  local n = nodes[key]
+  if not n then
+    local h = redis.call('HMGET', key, 'total', 'done', 'failed', 'ended_ms')
+    n = {total = tonumber(h[1]) or 0, done = tonumber(h[2]) or 0,
+         failed = tonumber(h[3]) or 0, ended = h[4] and true or false, d_done = 0, d_failed = 0}
+    nodes[key] = n
+  end
+  return n
+end
+
+local function write_counts(run_key, r, node_key, n)
+  if n and n.d_done > 0 then redis.call('HINCRBY', node_key, 'done', n.d_done) end
+  if n and n.d_failed > 0 then redis.call('HINCRBY', node_key, 'failed', n.d_failed) end
+  if n then n.d_done, n.d_failed = 0, 0 end
+  if r.done > 0 then redis.call('HINCRBY', run_key, 'tasks_done', r.done) end
+  if r.failed > 0 then redis.call('HINCRBY', run_key, 'tasks_failed', r.failed) end
+  r.done, r.failed = 0, 0
+end
+
+-- Runs cmd key members... over list, 256 members per command.
+local function in_chunks(cmd, key, list)
+  for i = 1, #list, 256 do
+    local j = math.min(i + 255, #list)
+    if key then redis.call(cmd, key, unpack(list, i, j))
+    else redis.call(cmd, unpack(list, i, j)) end
+  end
+end
+
+-- An instance ended for good (as instance_forget): its dispatch bytes and reaper entry go
+-- with the call's last writes.
+local function forget_later(ti_key)
+  local key, idx = disp_of(ti_key)
+  if key then
+    local l = disp_done[key]
+    if not l then l = {} disp_done[key] = l end
+    l[#l + 1] = idx
+  end
+  active_done[#active_done + 1] = ti_key
+end
+
+-- One instance of a node ended for good (as instance_ended, on the counts kept here).
+local function ended(run_key, r, node_key, n, node_prefix, task, now)
+  if n.ended or n.done + n.failed < n.total then return {'applied', r.state} end
+  local state = 'SUCCEEDED'
+  if n.failed > 0 then state = 'FAILED' end
+  write_counts(run_key, r, node_key, n)
+  local ready, rstate = node_ended(run_key, node_prefix, task, state, now)
+  n.ended = true
+  r.state = rstate
+  return {'node_done', rstate, unpack(ready)}
+end
+
+local function apply(k, a)
+  local run_key, node_key, ti_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local status, task = ARGV[a + 2], ARGV[a + 13]
+  local r = run_of(run_key)
+  local ti = redis.call('HMGET', ti_key, 'state', 'attempt', 'max_attempts')
+  if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[a + 1])
+     or (ti[1] ~= 'RUNNING' and ti[1] ~= 'DISPATCHED') then
+    redis.call('HINCRBY', run_key, 'stale_results', 1)
+    return {'stale', r.state or 'MISSING'}
+  end
+  -- The result settles this attempt, so its lease and concurrency slots end here: the
+  -- worker frees its slot as soon as the result is queued, without waiting for the delivery
+  -- report and a release of its own. Key names follow the instance's:
+  -- sluice:{R}:ti:<task>:<idx>.
+  local base = string.sub(run_key, 1, -4)
+  local lease = base .. 'lease:' .. string.sub(ti_key, #base + 4)
+  lease_keys[#lease_keys + 1] = lease
+  local set = lease_sets[base .. 'leases']
+  if not set then set = {} lease_sets[base .. 'leases'] = set end
+  set[#set + 1] = lease
+  local spec_key = base .. 'limits|' .. task
+  local spec = specs[spec_key]
+  if spec == nil then
+    spec = redis.call('HGET', base .. 'limits', task) or false
+    specs[spec_key] = spec
+  end
   if spec then
-    local member = string.match(KEYS[1], '^sluice:{(.*)}:run$') .. '|' .. ARGV[13] .. '|'
-                   .. string.match(KEYS[3], ':(-?%d+)$') .. '|' .. ARGV[1]
+    local member = string.match(run_key, '^sluice:{(.*)}:run$') .. '|' .. task .. '|'
+                   .. string.match(ti_key, ':(-?%d+)$') .. '|' .. ARGV[a + 1]
     for tag in string.gmatch(spec, '([^,=]+)=') do
       redis.call('ZREM', 'sluice:sem:' .. tag, member)
     end
   end
+  if status == 'SUCCEEDED' then
+    redis.call('HSET', ti_key, 'state', 'SUCCEEDED', 'output', ARGV[a + 3], 'worker', ARGV[a + 6],
+               'started_ms', ARGV[a + 7], 'finished_ms', ARGV[a + 8], 'exit_code', ARGV[a + 5])
+    redis.call('HDEL', ti_key, 'dispatch', 'error', 'lease_call')
+    forget_later(ti_key)
+    r.done = r.done + 1
+    if r.state ~= 'RUNNING' then return {'applied', r.state} end
+    local n = node_of(node_key)
+    n.done, n.d_done = n.done + 1, n.d_done + 1
+    return ended(run_key, r, node_key, n, ARGV[a + 12], task, ARGV[a + 9])
+  end
+  local attempt = tonumber(ti[2])
+  local max = tonumber(ti[3])
+  redis.call('HSET', ti_key, 'error', ARGV[a + 4], 'exit_code', ARGV[a + 5], 'worker',
+             ARGV[a + 6], 'started_ms', ARGV[a + 7], 'finished_ms', ARGV[a + 8],
+             'last_status', status, 'output', ARGV[a + 3])
+  if r.state == 'RUNNING' and status ~= 'CANCELLED' and attempt < max then
+    local delays = redis.call('HGET', ti_key, 'retry_delays')
+    redis.call('HSET', ti_key, 'state', 'RETRY_WAIT', 'attempt', attempt + 1,
+               'retry_delays', (delays and (delays .. ',') or '') .. ARGV[a + 10])
+    redis.call('ZADD', KEYS[k + 4], tonumber(ARGV[a + 9]) + tonumber(ARGV[a + 10]),
+               ARGV[a + 11])
+    return {'retry', r.state}
+  end
+  local final = 'FAILED'
+  if status == 'TIMED_OUT' or status == 'CANCELLED' then final = status end
+  redis.call('HSET', ti_key, 'state', final)
+  redis.call('HDEL', ti_key, 'lease_call')
+  forget_later(ti_key)
+  r.failed = r.failed + 1
+  if r.state ~= 'RUNNING' then return {'applied', r.state} end
+  local n = node_of(node_key)
+  n.failed, n.d_failed = n.failed + 1, n.d_failed + 1
+  -- The run's error names its first failure.
+  redis.call('HSETNX', run_key, 'error',
+             'task ' .. task .. ' failed after ' .. attempt .. ' attempt(s): ' .. ARGV[a + 4])
+  return ended(run_key, r, node_key, n, ARGV[a + 12], task, ARGV[a + 9])
 end
-local run_state = redis.call('HGET', KEYS[1], 'state')
-if ARGV[2] == 'SUCCEEDED' then
-  redis.call('HSET', KEYS[3], 'state', 'SUCCEEDED', 'output', ARGV[3], 'worker', ARGV[6],
-             'started_ms', ARGV[7], 'finished_ms', ARGV[8], 'exit_code', ARGV[5])
-  redis.call('HDEL', KEYS[3], 'dispatch', 'error', 'lease_call')
-  instance_forget(KEYS[3])
-  redis.call('HINCRBY', KEYS[1], 'tasks_done', 1)
-  if run_state ~= 'RUNNING' then return {'applied', run_state} end
-  redis.call('HINCRBY', KEYS[2], 'done', 1)
-  return instance_ended(KEYS[1], KEYS[2], ARGV[12], ARGV[13], ARGV[9], run_state)
+
+local replies = {}
+for i = 0, #KEYS / 4 - 1 do
+  replies[i + 1] = apply(4 * i, 13 * i)
 end
-local attempt = tonumber(ti[2])
-local max = tonumber(ti[3])
-redis.call('HSET', KEYS[3], 'error', ARGV[4], 'exit_code', ARGV[5], 'worker', ARGV[6],
-           'started_ms', ARGV[7], 'finished_ms', ARGV[8], 'last_status', ARGV[2],
-           'output', ARGV[3])
-if run_state == 'RUNNING' and ARGV[2] ~= 'CANCELLED' and attempt < max then
-  local delays = redis.call('HGET', KEYS[3], 'retry_delays')
-  redis.call('HSET', KEYS[3], 'state', 'RETRY_WAIT', 'attempt', attempt + 1,
-             'retry_delays', (delays and (delays .. ',') or '') .. ARGV[10])
-  redis.call('ZADD', KEYS[4], tonumber(ARGV[9]) + tonumber(ARGV[10]), ARGV[11])
-  return {'retry', run_state}
+-- The writes the results share, once each.
+for node_key, n in pairs(nodes) do
+  if n.d_done > 0 then redis.call('HINCRBY', node_key, 'done', n.d_done) end
+  if n.d_failed > 0 then redis.call('HINCRBY', node_key, 'failed', n.d_failed) end
 end
-local final = 'FAILED'
-if ARGV[2] == 'TIMED_OUT' or ARGV[2] == 'CANCELLED' then final = ARGV[2] end
-redis.call('HSET', KEYS[3], 'state', final)
-instance_forget(KEYS[3])
-redis.call('HINCRBY', KEYS[1], 'tasks_failed', 1)
-if run_state ~= 'RUNNING' then return {'applied', run_state} end
-redis.call('HINCRBY', KEYS[2], 'failed', 1)
--- The run's error names its first failure.
-redis.call('HSETNX', KEYS[1], 'error',
-           'task ' .. ARGV[13] .. ' failed after ' .. attempt .. ' attempt(s): ' .. ARGV[4])
-return instance_ended(KEYS[1], KEYS[2], ARGV[12], ARGV[13], ARGV[9], run_state)
+for run_key, r in pairs(runs) do write_counts(run_key, r, nil, nil) end
+for key, idxs in pairs(disp_done) do in_chunks('HDEL', key, idxs) end
+in_chunks('ZREM', 'sluice:active', active_done)
+in_chunks('DEL', nil, lease_keys)
+for set, members in pairs(lease_sets) do in_chunks('SREM', set, members) end
+return replies

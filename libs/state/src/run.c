@@ -356,8 +356,10 @@ out:
 	return err;
 }
 
-/* Number of result_apply arguments (KEYS then ARGV, see result_apply.lua). */
+/* Number of result_apply arguments of one result, and how many of them are keys (a call
+ * takes the keys of all its results, then their other arguments: see result_apply.lua). */
 #define RESULT_ARGC 17
+#define RESULT_NKEYS 4
 
 /* Appends bytes to a buffer sized in advance by result_args_size(); no bounds check needed. */
 static char *put(char *w, const char *s, size_t n)
@@ -442,11 +444,16 @@ static void result_args(const struct sl_result_in *res, char *buf, const char **
 #undef ARG_NUM
 }
 
+/* Results per result_apply call at most: one call settles them in one go (Redis runs
+ * nothing else meanwhile: 128 noop results take it about 1 ms). */
+#define RESULTS_PER_CALL 128
+
 enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
 				       size_t n, struct sl_transition *out, enum sl_err *errs)
 {
-	const char **v = NULL;
-	size_t *len = NULL, bytes = 0;
+	size_t ncalls = (n + RESULTS_PER_CALL - 1) / RESULTS_PER_CALL, bytes = 0;
+	const char **v = NULL, **cv = NULL;
+	size_t *len = NULL, *clen = NULL;
 	const char *const **argvp = NULL;
 	const size_t **lensp = NULL;
 	int *argc = NULL, *nkeys = NULL;
@@ -463,40 +470,65 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 		return SL_OK;
 	v = malloc(sizeof(*v) * n * RESULT_ARGC);
 	len = malloc(sizeof(*len) * n * RESULT_ARGC);
-	argvp = malloc(sizeof(*argvp) * n);
-	lensp = malloc(sizeof(*lensp) * n);
-	argc = malloc(sizeof(*argc) * n);
-	nkeys = malloc(sizeof(*nkeys) * n);
-	replies = calloc(n, sizeof(*replies));
+	cv = malloc(sizeof(*cv) * n * RESULT_ARGC);
+	clen = malloc(sizeof(*clen) * n * RESULT_ARGC);
+	argvp = malloc(sizeof(*argvp) * ncalls);
+	lensp = malloc(sizeof(*lensp) * ncalls);
+	argc = malloc(sizeof(*argc) * ncalls);
+	nkeys = malloc(sizeof(*nkeys) * ncalls);
+	replies = calloc(ncalls, sizeof(*replies));
 	buf = malloc(bytes);
-	if (!v || !len || !argvp || !lensp || !argc || !nkeys || !replies || !buf)
+	if (!v || !len || !cv || !clen || !argvp || !lensp || !argc || !nkeys || !replies || !buf)
 		goto out;
 	w = buf;
 	for (size_t i = 0; i < n; i++) {
 		result_args(&res[i], w, v + i * RESULT_ARGC, len + i * RESULT_ARGC);
 		w += result_args_size(&res[i]);
-		argvp[i] = v + i * RESULT_ARGC;
-		lensp[i] = len + i * RESULT_ARGC;
-		argc[i] = RESULT_ARGC;
-		nkeys[i] = 4;
 	}
-	state_eval_pipeline(st, "result_apply", n, nkeys, argc, argvp, lensp, replies);
+	/* Call c: the keys of its results, then their other arguments (result_apply.lua). */
+	for (size_t c = 0; c < ncalls; c++) {
+		size_t first = c * RESULTS_PER_CALL, k = 0;
+		size_t count = n - first < RESULTS_PER_CALL ? n - first : RESULTS_PER_CALL;
+		const char **av = cv + first * RESULT_ARGC;
+		size_t *al = clen + first * RESULT_ARGC;
+
+		for (int part = 0; part < 2; part++)
+			for (size_t i = first; i < first + count; i++)
+				for (int j = part ? RESULT_NKEYS : 0;
+				     j < (part ? RESULT_ARGC : RESULT_NKEYS); j++, k++) {
+					av[k] = v[i * RESULT_ARGC + (size_t)j];
+					al[k] = len[i * RESULT_ARGC + (size_t)j];
+				}
+		argvp[c] = av;
+		lensp[c] = al;
+		argc[c] = (int)(count * RESULT_ARGC);
+		nkeys[c] = (int)(count * RESULT_NKEYS);
+	}
+	state_eval_pipeline(st, "result_apply", ncalls, nkeys, argc, argvp, lensp, replies);
 	err = SL_OK;
 	for (size_t i = 0; i < n; i++) {
-		errs[i] = replies[i] ? reply_to_transition(replies[i], &out[i]) : SL_ERR_REDIS;
+		const redisReply *r = replies[i / RESULTS_PER_CALL];
+		size_t at = i % RESULTS_PER_CALL;
+
+		if (r && r->type == REDIS_REPLY_ARRAY && at < r->elements)
+			errs[i] = reply_to_transition(r->element[at], &out[i]);
+		else
+			errs[i] = SL_ERR_REDIS;
 		if (errs[i] != SL_OK && err == SL_OK)
 			err = errs[i];
 	}
 out:
-	for (size_t i = 0; replies && i < n; i++)
-		if (replies[i])
-			freeReplyObject(replies[i]);
+	for (size_t c = 0; replies && c < ncalls; c++)
+		if (replies[c])
+			freeReplyObject(replies[c]);
 	free(replies);
 	free(buf);
 	free(argc);
 	free(nkeys);
 	free(lensp);
 	free(argvp);
+	free(clen);
+	free(cv);
 	free(len);
 	free(v);
 	return err;

@@ -633,6 +633,120 @@ static void ck_same_hash(const char *k1, const char *k2)
 	freeReplyObject(b);
 }
 
+/* EXISTS of key with the run's id r, as 0/1 (fmt has one %s for it). */
+static long long exists_of(const char *fmt, const char *r)
+{
+	char key[128];
+	redisReply *x;
+	long long v;
+
+	snprintf(key, sizeof(key), fmt, r);
+	x = sl_state_command(st, "EXISTS %s", key);
+	ck_assert_ptr_nonnull(x);
+	v = x->integer;
+	freeReplyObject(x);
+	return v;
+}
+
+/* More results than one script call takes (three calls), of two nodes, with leases and a tag's
+ * slots held, a duplicate and a failure: the same replies and the same state as one by one,
+ * including what the results of a node share (counters, dispatch hash, the reaper's index,
+ * the run's lease set). */
+START_TEST(big_batch_apply_matches_one_by_one)
+{
+	enum { NA = 300, N = NA + 2 };
+	const char *runs[2] = {"r1", "r2"};
+	static struct sl_ti_new tis[NA];
+	static struct sl_result_in in[N];
+	static struct sl_transition one[N], many[N];
+	static enum sl_err errs[N];
+	static const char *tasks[N], *status[N];
+	static int idx[N];
+	const char *same[] = {"run", "node:a", "node:c", "ti:a:0", "ti:a:5", "ti:a:7", "ti:a:150",
+			      "ti:a:299", "ti:c:0"};
+	const char *gone[] = {"sluice:{%s}:lease:a:0", "sluice:{%s}:lease:a:290",
+			      "sluice:{%s}:lease:c:0", "sluice:{%s}:disp:a", "sluice:{%s}:disp:c",
+			      "sluice:{%s}:leases"};
+	struct sl_transition t;
+	size_t n = 0;
+
+	for (int i = 0; i < NA; i++)
+		tis[i] = (struct sl_ti_new){.idx = i, .dispatch = "blob", .len = 4};
+	for (int k = 0; k < 2; k++) {
+		create_run(runs[k], NULL);
+		ck_assert_int_eq(sl_state_limits_set(st, runs[k], "c", "btag=5"), SL_OK);
+		ck_assert_int_eq(sl_state_node_start(st, runs[k], "a", NA, 1, tis, NA, 1000, &t),
+				 SL_OK);
+		sl_transition_clear(&t);
+		start_node(runs[k], "c", 1, 1, &t);
+		sl_transition_clear(&t);
+		for (int i = 0; i < NA; i += 10)
+			ck_assert_int_eq(sl_state_lease_acquire(st, runs[k], "a", i, 1, "w1", 60000),
+					 SL_OK);
+		ck_assert_int_eq(sl_state_lease_acquire(st, runs[k], "c", 0, 1, "w1", 60000), SL_OK);
+	}
+	ck_assert_int_eq(zcard("sluice:sem:btag"), 2);
+	for (int i = 0; i < NA; i++) {
+		tasks[n] = "a", idx[n] = i, status[n++] = i == 7 ? "FAILED" : "SUCCEEDED";
+		if (i == 150)
+			tasks[n] = "c", idx[n] = 0, status[n++] = "SUCCEEDED";
+		if (i == 200) /* a duplicate of a result of the call before */
+			tasks[n] = "a", idx[n] = 5, status[n++] = "SUCCEEDED";
+	}
+	ck_assert_uint_eq(n, N);
+	for (size_t i = 0; i < N; i++) {
+		in[i] = (struct sl_result_in){.run = "r1", .task = tasks[i], .idx = idx[i],
+					      .attempt = 1, .status = status[i], .output = "42",
+					      .output_len = 2, .error = "boom", .worker = "w1",
+					      .started_ms = 1, .finished_ms = 2, .now_ms = 5000,
+					      .retry_delay_ms = 100};
+		ck_assert_int_eq(sl_state_result_apply(st, &in[i], &one[i]), SL_OK);
+		in[i].run = "r2";
+	}
+	ck_assert_int_eq(sl_state_result_apply_many(st, in, N, many, errs), SL_OK);
+	for (size_t i = 0; i < N; i++) {
+		/* c[0] ends c, a[5] again is stale, a[299] ends a */
+		const char *want = "applied";
+
+		if (i == 202)
+			want = "stale";
+		else if (i == 151 || i == N - 1)
+			want = "node_done";
+
+		ck_assert_int_eq(errs[i], SL_OK);
+		ck_assert_msg(!strcmp(many[i].outcome, want), "result %zu (%s[%d]): want %s, got %s",
+			      i, tasks[i], idx[i], want, many[i].outcome);
+		ck_assert_str_eq(one[i].outcome, many[i].outcome);
+		ck_assert_str_eq(one[i].run_state, many[i].run_state);
+		ck_assert_uint_eq(one[i].nready, many[i].nready);
+		for (size_t j = 0; j < many[i].nready; j++)
+			ck_assert_str_eq(one[i].ready[j], many[i].ready[j]);
+		sl_transition_clear(&one[i]);
+		sl_transition_clear(&many[i]);
+	}
+	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		char k1[64], k2[64];
+
+		snprintf(k1, sizeof(k1), "sluice:{r1}:%s", same[i]);
+		snprintf(k2, sizeof(k2), "sluice:{r2}:%s", same[i]);
+		ck_same_hash(k1, k2);
+	}
+	ck_field("sluice:{r2}:node:a", "state", "FAILED");
+	ck_field("sluice:{r2}:node:a", "done", "299");
+	ck_field("sluice:{r2}:node:a", "failed", "1");
+	ck_field("sluice:{r2}:node:c", "state", "SUCCEEDED");
+	ck_field("sluice:{r2}:run", "tasks_done", "300");
+	ck_field("sluice:{r2}:run", "tasks_failed", "1");
+	ck_field("sluice:{r2}:run", "stale_results", "1");
+	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
+		ck_assert_int_eq(exists_of(gone[i], "r1"), 0);
+		ck_assert_int_eq(exists_of(gone[i], "r2"), 0);
+	}
+	ck_assert_int_eq(zcard("sluice:sem:btag"), 0);
+	ck_assert_int_eq(zcard("sluice:active"), 0);
+}
+END_TEST
+
 START_TEST(batch_apply_matches_one_by_one)
 {
 	/* run r1 gets the results one by one, r2 the same ones in one pipelined batch */
@@ -1237,6 +1351,7 @@ int main(void)
 	tcase_add_test(tc, finished_run_keeps_only_compact_hashes);
 	tcase_add_test(tc, cancelled_run_keeps_only_compact_hashes);
 	tcase_add_test(tc, batch_apply_matches_one_by_one);
+	tcase_add_test(tc, big_batch_apply_matches_one_by_one);
 	tcase_add_test(tc, lease_acquire_many_answers_in_order);
 	tcase_add_test(tc, lease_acquire_is_one_call_unless_the_task_is_tagged);
 	tcase_add_test(tc, a_lease_call_whose_reply_was_lost_is_answered_ok_again);

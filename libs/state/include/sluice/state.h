@@ -258,10 +258,11 @@ struct sl_result_in {
 enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,
 				  struct sl_transition *out);
 
-/* Applies n results as sl_state_result_apply() does, one script call each, pipelined: one
- * round trip for the batch, and Redis answers (and, with appendfsync always, fsyncs) all the
- * calls it reads in one event-loop turn (16 KB of them) together. Calls run in the order
- * given, so two results of one instance in a batch settle as they would one by one.
+/* Applies n results as sl_state_result_apply() does, up to 128 in one script call (which
+ * reads and writes the counters of the run and the node once for all of them), the calls
+ * pipelined: one round trip for the batch, and Redis answers (and, with appendfsync always,
+ * fsyncs) all the calls it reads in one event-loop turn together. Results settle in the
+ * order given, each as it would in a call of its own (two results of one instance too).
  * out[i] (n entries, clear each with sl_transition_clear()) and errs[i] get call i's
  * transition and status (SL_OK, SL_ERR_REDIS: not known to be applied, apply it again).
  * Returns SL_OK when every call succeeded, else the first failure. */
