@@ -3,8 +3,8 @@
 
 Run through `bench/run --profile [--size 1=N --size 3=N]`: same services as the bench, then per
 workload: CPU seconds of every process (planner, workers, redis-server, Kafka) per task,
-Redis commands per task (INFO commandstats), and a perf cpu-clock profile of the planner and
-the workers (perf record -g) with the top symbols. With --strace, a second run per workload
+Redis commands per task (INFO commandstats), and a perf cpu-clock profile of the planner, the
+workers and redis-server (perf record -g) with the top symbols. With --strace, a second run per workload
 counts the syscalls of the planner and one worker (strace -c -f; slows them, so its timings
 are not figures). With --callgrind, the planner and worker0 run under valgrind's callgrind
 instead (no perf) and the report ends with instructions per task and the top functions. Output: text on stdout and in <out>/profile-<date>.txt.
@@ -121,7 +121,7 @@ class Profiler(harness.Bench):
         perf = None
         pdata = os.path.join(self.tmp, f"perf-w{w}.data")
         if shutil.which("perf") and not self.a.no_perf:
-            pids = ",".join(str(p) for p in procs["planner"] + procs["workers"])
+            pids = ",".join(str(p) for p in procs["planner"] + procs["workers"] + procs["redis-server"])
             perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o", pdata,
                                      "-p", pids], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.5)
@@ -160,7 +160,7 @@ class Profiler(harness.Bench):
                 out = subprocess.run(["perf", "report", "-i", pdata, "--stdio", "--no-children", "--sort", sort,
                                       "-g", "none", "--percent-limit", "1.5"], capture_output=True, text=True)
                 lines = [ln for ln in out.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
-                report.append(f"\nperf cpu-clock samples of planner + workers, {title}:\n")
+                report.append(f"\nperf cpu-clock samples of planner, workers and redis-server, {title}:\n")
                 report.extend("  " + ln.strip() + "\n" for ln in lines[:25])
         if self.a.strace and shutil.which("strace"):
             self.strace_pass(w, flow, report)

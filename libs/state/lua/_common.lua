@@ -98,27 +98,46 @@ local function instance_ended(run_key, node_key, node_prefix, task, now, run_sta
 end
 
 -- Creates task instances (pairs of map index and dispatch bytes from ARGV[first]) unless
--- they exist already; the bytes go to the node's dispatch hash (see disp_of).
+-- they exist already; the bytes go to the node's dispatch hash (see disp_of). One EXISTS
+-- over the whole batch: when none exists (all but a resumed or repeated batch), each
+-- instance costs one HSET, and the reaper's index and the dispatch hash take the batch in
+-- a few commands.
 local function create_instances(ti_prefix, max_attempts, now, first)
   local disp = disp_of(ti_prefix .. '0')
   local created = {}
+  local keys = {}
+  for i = first, #ARGV, 2 do keys[#keys + 1] = ti_prefix .. ARGV[i] end
+  local fresh = true
+  for i = 1, #keys, 256 do
+    if redis.call('EXISTS', unpack(keys, i, math.min(i + 255, #keys))) > 0 then
+      fresh = false
+      break
+    end
+  end
   local pairs_ = {} -- dispatch fields, written 256 at a time
+  local active = {} -- reaper's index entries, written 256 at a time
   for i = first, #ARGV, 2 do
     local key = ti_prefix .. ARGV[i]
-    if redis.call('EXISTS', key) == 0 then
+    if fresh or redis.call('EXISTS', key) == 0 then
       redis.call('HSET', key, 'state', 'DISPATCHED', 'attempt', 1,
                  'max_attempts', max_attempts, 'queued_ms', now)
-      redis.call('ZADD', 'sluice:active', now, key) -- watched by the reaper until it ends
       created[#created + 1] = ARGV[i]
       pairs_[#pairs_ + 1] = ARGV[i]
       pairs_[#pairs_ + 1] = ARGV[i + 1]
+      -- watched by the reaper until it ends
+      active[#active + 1] = now
+      active[#active + 1] = key
       if #pairs_ >= 512 then
         redis.call('HSET', disp, unpack(pairs_))
-        pairs_ = {}
+        redis.call('ZADD', 'sluice:active', unpack(active))
+        pairs_, active = {}, {}
       end
     end
   end
-  if #pairs_ > 0 then redis.call('HSET', disp, unpack(pairs_)) end
+  if #pairs_ > 0 then
+    redis.call('HSET', disp, unpack(pairs_))
+    redis.call('ZADD', 'sluice:active', unpack(active))
+  end
   return created
 end
 

@@ -3,7 +3,7 @@
 -- What the results of one node share is read once and written once per call: the run's
 -- state and counters, the node's counters, its dispatch hash, the reaper's index and the
 -- run's lease set (a fan-out's results are mostly of one node: three commands per result
--- stay, the instance's own).
+-- stay, the instance's own; two for a result with nothing to delete).
 -- KEYS: per result i (from 0): 4i+1 run hash, 4i+2 node hash, 4i+3 instance hash,
 --       4i+4 timers zset
 -- ARGV: per result i, from 13i: +1 attempt, +2 status (SUCCEEDED|FAILED|TIMED_OUT|CANCELLED),
@@ -92,7 +92,9 @@ local function apply(k, a)
   local run_key, node_key, ti_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local status, task = ARGV[a + 2], ARGV[a + 13]
   local r = run_of(run_key)
-  local ti = redis.call('HMGET', ti_key, 'state', 'attempt', 'max_attempts')
+  -- (the fields a success deletes come along: most results have none of them)
+  local ti = redis.call('HMGET', ti_key, 'state', 'attempt', 'max_attempts', 'dispatch',
+                        'error', 'lease_call')
   if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[a + 1])
      or (ti[1] ~= 'RUNNING' and ti[1] ~= 'DISPATCHED') then
     redis.call('HINCRBY', run_key, 'stale_results', 1)
@@ -124,7 +126,9 @@ local function apply(k, a)
   if status == 'SUCCEEDED' then
     redis.call('HSET', ti_key, 'state', 'SUCCEEDED', 'output', ARGV[a + 3], 'worker', ARGV[a + 6],
                'started_ms', ARGV[a + 7], 'finished_ms', ARGV[a + 8], 'exit_code', ARGV[a + 5])
-    redis.call('HDEL', ti_key, 'dispatch', 'error', 'lease_call')
+    if ti[4] or ti[5] or ti[6] then
+      redis.call('HDEL', ti_key, 'dispatch', 'error', 'lease_call')
+    end
     forget_later(ti_key)
     r.done = r.done + 1
     if r.state ~= 'RUNNING' then return {'applied', r.state} end
@@ -148,7 +152,7 @@ local function apply(k, a)
   local final = 'FAILED'
   if status == 'TIMED_OUT' or status == 'CANCELLED' then final = status end
   redis.call('HSET', ti_key, 'state', final)
-  redis.call('HDEL', ti_key, 'lease_call')
+  if ti[6] then redis.call('HDEL', ti_key, 'lease_call') end
   forget_later(ti_key)
   r.failed = r.failed + 1
   if r.state ~= 'RUNNING' then return {'applied', r.state} end
