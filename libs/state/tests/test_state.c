@@ -633,6 +633,32 @@ static void ck_same_hash(const char *k1, const char *k2)
 	freeReplyObject(b);
 }
 
+/* Asserts that transitions one[i] and many[i] (i < n) are the same, and clears them. */
+static void ck_same_transitions(struct sl_transition *one, struct sl_transition *many, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_str_eq(one[i].outcome, many[i].outcome);
+		ck_assert_str_eq(one[i].run_state, many[i].run_state);
+		ck_assert_uint_eq(one[i].nready, many[i].nready);
+		for (size_t j = 0; j < many[i].nready; j++)
+			ck_assert_str_eq(one[i].ready[j], many[i].ready[j]);
+		sl_transition_clear(&one[i]);
+		sl_transition_clear(&many[i]);
+	}
+}
+
+/* ck_same_hash() of each key of runs r1 and r2 ("run", "node:a", ...). */
+static void ck_same_run_hashes(const char *const *keys, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char k1[64], k2[64];
+
+		snprintf(k1, sizeof(k1), "sluice:{r1}:%s", keys[i]);
+		snprintf(k2, sizeof(k2), "sluice:{r2}:%s", keys[i]);
+		ck_same_hash(k1, k2);
+	}
+}
+
 /* EXISTS of key with the run's id r, as 0/1 (fmt has one %s for it). */
 static long long exists_of(const char *fmt, const char *r)
 {
@@ -716,21 +742,9 @@ START_TEST(big_batch_apply_matches_one_by_one)
 		ck_assert_int_eq(errs[i], SL_OK);
 		ck_assert_msg(!strcmp(many[i].outcome, want), "result %zu (%s[%d]): want %s, got %s",
 			      i, tasks[i], idx[i], want, many[i].outcome);
-		ck_assert_str_eq(one[i].outcome, many[i].outcome);
-		ck_assert_str_eq(one[i].run_state, many[i].run_state);
-		ck_assert_uint_eq(one[i].nready, many[i].nready);
-		for (size_t j = 0; j < many[i].nready; j++)
-			ck_assert_str_eq(one[i].ready[j], many[i].ready[j]);
-		sl_transition_clear(&one[i]);
-		sl_transition_clear(&many[i]);
 	}
-	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
-		char k1[64], k2[64];
-
-		snprintf(k1, sizeof(k1), "sluice:{r1}:%s", same[i]);
-		snprintf(k2, sizeof(k2), "sluice:{r2}:%s", same[i]);
-		ck_same_hash(k1, k2);
-	}
+	ck_same_transitions(one, many, N);
+	ck_same_run_hashes(same, sizeof(same) / sizeof(same[0]));
 	ck_field("sluice:{r2}:node:a", "state", "FAILED");
 	ck_field("sluice:{r2}:node:a", "done", "299");
 	ck_field("sluice:{r2}:node:a", "failed", "1");
@@ -795,20 +809,9 @@ START_TEST(batch_apply_matches_one_by_one)
 		/* replies in the order of the calls */
 		ck_assert_msg(!strcmp(many[i].outcome, seq[i].outcome), "result %zu: want %s, got %s",
 			      i, seq[i].outcome, many[i].outcome);
-		ck_assert_str_eq(one[i].outcome, many[i].outcome);
-		ck_assert_str_eq(one[i].run_state, many[i].run_state);
-		ck_assert_uint_eq(one[i].nready, many[i].nready);
-		for (size_t j = 0; j < many[i].nready; j++)
-			ck_assert_str_eq(one[i].ready[j], many[i].ready[j]);
-		sl_transition_clear(&one[i]);
-		sl_transition_clear(&many[i]);
 	}
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-		char k1[64], k2[64];
-		snprintf(k1, sizeof(k1), "sluice:{r1}:%s", keys[i]);
-		snprintf(k2, sizeof(k2), "sluice:{r2}:%s", keys[i]);
-		ck_same_hash(k1, k2);
-	}
+	ck_same_transitions(one, many, N);
+	ck_same_run_hashes(keys, sizeof(keys) / sizeof(keys[0]));
 	ck_field("sluice:{r2}:node:a", "state", "FAILED");
 	ck_field("sluice:{r2}:ti:a:0", "state", "SUCCEEDED");
 	ck_field("sluice:{r2}:ti:c:0", "state", "RETRY_WAIT");
