@@ -9,8 +9,10 @@
  *                                     failed up_failed up_skipped ended_ms reason
  *   sluice:{R}:ti:<task>:<idx>  HASH  state attempt max_attempts output error exit_code worker
  *                                     started_ms finished_ms queued_ms retry_delays (comma list
- *                                     of ms); values kept within 64 bytes (but outputs and
- *                                     errors) so the hash stays a listpack
+ *                                     of ms) lease_call (id of the lease_acquire call that took
+ *                                     the lease, until the instance ends); values kept within
+ *                                     64 bytes (but outputs and errors) so the hash stays a
+ *                                     listpack
  *   sluice:{R}:disp:<task>      HASH  map index -> TaskDispatch bytes, while the instance can
  *                                     still be (re-)sent; the field goes when it ends, the
  *                                     hash when the run ends
