@@ -553,6 +553,8 @@ static int take_batch(struct worker *w, struct pending *p, int room, struct item
 	}
 	sent = sl_mono_ms(); /* the leases count from the request, not from the reply */
 	sl_state_lease_acquire_many(w->st, w->cfg->id, reqs, nreq);
+	if (nreq)
+		sl_metric_inc(w->m.lease_calls);
 	rc = settle(w, it, n, reqs, sent) < 0 ? -1 : 1;
 	memset(keep, 1, sizeof(keep));
 	for (size_t i = 0; i < n; i++) {
@@ -629,6 +631,7 @@ static int take_from_others(struct worker *w, int free_slots)
 	pthread_mutex_unlock(&w->lock);
 	sent = sl_mono_ms(); /* the leases count from the request, not from the reply */
 	sl_state_lease_acquire_many(w->st, w->cfg->id, reqs, (size_t)t.n);
+	sl_metric_inc(w->m.lease_calls);
 	for (int i = 0; i < t.n; i++) {
 		if (reqs[i].err == SL_OK) {
 			sl_metric_inc(w->m.leases_taken);
@@ -751,7 +754,8 @@ void worker_consume(struct worker *w)
 		if (paused || p.n) {
 			pthread_mutex_lock(&w->lock);
 			if (paused || sl_mono_ms() < retry_at ||
-			    (w->nbusy >= w->nslots && w->nahead >= w->cfg->lease_ahead))
+			    (w->nbusy >= w->nslots &&
+			     w->cfg->lease_ahead - w->nahead < w->cfg->lease_batch))
 				worker_wait(w, 20);
 			pthread_mutex_unlock(&w->lock);
 		}

@@ -81,8 +81,11 @@ int worker_room(struct worker *w)
 
 	pthread_mutex_lock(&w->lock);
 	n = w->nslots - w->nbusy;
-	if (n == 0 && !atomic_load(&w->hard_stop))
+	if (n == 0 && !atomic_load(&w->hard_stop)) {
 		n = (int)w->cfg->lease_ahead - w->nahead;
+		if (n < w->cfg->lease_batch)
+			n = 0;
+	}
 	pthread_mutex_unlock(&w->lock);
 	return n;
 }

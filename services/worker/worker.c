@@ -134,6 +134,9 @@ static void register_metrics(struct worker *w)
 	w->m.leases_taken = sl_health_counter(h, "sluice_worker_leases_taken_total",
 					      "Leases taken (inline built-ins of untagged tasks "
 					      "run without one).");
+	w->m.lease_calls = sl_health_counter(h, "sluice_worker_lease_calls_total",
+					     "Redis round trips that took leases (one takes several "
+					     "when several dispatches wait: --lease-batch).");
 	w->m.dropped = sl_health_counter(h, "sluice_worker_dispatches_dropped_total",
 					 "Dispatches not run: outdated, leased by another worker, "
 					 "waiting for a concurrency slot, or copies of one run here.");
@@ -298,9 +301,9 @@ enum sl_err worker_run(struct worker *w)
 	w->registry_started = 1;
 	sl_health_set_ready(w->health, 1);
 	SL_INFO("worker %s started: queue %s (topics %s, %s, %s, group %s), %d slots, %ld leased "
-		"ahead, lease ttl %ld ms",
+		"ahead (%ld per call), lease ttl %ld ms",
 		w->cfg->id, w->cfg->queue, w->topic_high, w->topic, w->topic_low, w->group,
-		w->nslots, w->cfg->lease_ahead, w->cfg->lease_ttl_ms);
+		w->nslots, w->cfg->lease_ahead, w->cfg->lease_batch, w->cfg->lease_ttl_ms);
 	worker_consume(w);
 out:
 	if (err != SL_OK) {

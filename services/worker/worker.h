@@ -64,6 +64,7 @@ struct worker_config {
 	char *http; /* health/metrics listen address, "" = off */
 	long drain_timeout_ms; /* after SIGTERM: running tasks get this long, then are handed back */
 	long lease_ahead;      /* dispatches leased while every slot is busy (0-16) */
+	long lease_batch;      /* ...once at least this many can be leased in one call */
 };
 
 extern const struct sl_config_entry worker_config_table[];
@@ -115,7 +116,7 @@ struct worker_ahead {
 /* The worker's Prometheus metrics (owned by worker.health; any may be NULL). */
 struct worker_metrics {
 	struct sl_metric *started, *succeeded, *failed, *stopped, *leases_lost, *taken;
-	struct sl_metric *leases_taken;
+	struct sl_metric *leases_taken, *lease_calls;
 	struct sl_metric *dropped;
 	struct sl_metric *busy, *slots, *waiting, *ahead, *draining;
 };
@@ -213,7 +214,9 @@ int worker_free_slots(struct worker *w);
 int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d);
 
 /* How many more dispatches the worker takes now: its free slots, or with every slot busy,
- * the room left to lease ahead (--lease-ahead; none after a hard stop). @locks takes w->lock. */
+ * the room left to lease ahead (--lease-ahead), or none while that is less than
+ * --lease-batch (a refill leases several in one round trip) or after a hard stop.
+ * @locks takes w->lock. */
 int worker_room(struct worker *w);
 
 /* Gives d (takes ownership) with its lease ttl, acquired by a request sent at sent_ms

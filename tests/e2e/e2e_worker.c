@@ -662,8 +662,11 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 
 	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
 	{
-		const char *wargs[] = {"--queue", "ahead", "--slots", "1", "--lease-ahead", "2",
-				       "--id", "e2e-ahead-w", "--http", http, NULL};
+		/* --lease-batch 1: the dispatches may arrive one at a time, and a refill of one
+		 * (the second) must not wait for a second to arrive */
+		const char *wargs[] = {"--queue", "ahead", "--slots",	  "1",	  "--lease-ahead",
+				       "2",	  "--lease-batch", "1", "--id", "e2e-ahead-w",
+				       "--http",  http,		   NULL};
 		ck_assert_int_gt(w = spawn_worker("worker-ahead", wargs), 0);
 	}
 	block = submit_gated(E2E_FLOWS "/ahead_blocker.yaml", "ahead-gate-1", gate, sizeof(gate));
@@ -712,6 +715,36 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 6);
 	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
 	free(block);
+	free(run);
+}
+END_TEST
+
+/* With its one slot busy, the worker refills what it leases ahead only once two can be leased
+ * (--lease-batch 2 of --lease-ahead 4): a lease round trip, with its fsync, for every two
+ * tasks instead of every one. */
+START_TEST(leases_ahead_are_refilled_two_at_a_time)
+{
+	const char *wargs[] = {"--queue",	  "lease-pairs", "--slots", "1", "--lease-ahead",
+			       "4",		  "--lease-batch", "2",	    "--id",
+			       "e2e-pairs-w", "--http",	   NULL,    NULL};
+	char http[32], *run, *st;
+	int port = e2e_free_port();
+	long calls, leases;
+	pid_t w;
+
+	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
+	wargs[11] = http;
+	ck_assert_int_gt(w = spawn_worker("worker-pairs", wargs), 0);
+	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/lease_pairs.yaml", NULL));
+	st = e2e_wait_run_end(run, e2e_ms(60000));
+	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
+	free(st);
+	leases = worker_metric(port, "sluice_worker_leases_taken_total");
+	calls = worker_metric(port, "sluice_worker_lease_calls_total");
+	/* one at a time (--lease-batch 1) takes about 60 calls */
+	ck_assert_msg(leases == 60 && calls > 0 && calls <= 40,
+		      "60 tasks: %ld leases in %ld calls", leases, calls);
+	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
 	free(run);
 }
 END_TEST
@@ -948,6 +981,7 @@ int main(void)
 		planner_serves_metrics,
 		a_worker_joining_later_gets_a_share_of_the_normal_band,
 		dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled,
+		leases_ahead_are_refilled_two_at_a_time,
 		an_idle_worker_takes_dispatches_waiting_for_a_stopped_one,
 		a_copy_of_a_task_that_ended_here_is_not_run_again,
 		a_copy_reaching_the_holder_after_many_other_tasks_is_not_run_again,

@@ -444,9 +444,8 @@ static void result_args(const struct sl_result_in *res, char *buf, const char **
 #undef ARG_NUM
 }
 
-/* Results per result_apply call at most: one call settles them in one go (Redis runs
- * nothing else meanwhile: 128 noop results take it about 1 ms). */
-#define RESULTS_PER_CALL 128
+/* One call settles its results in one go: Redis runs nothing else meanwhile. */
+#define RESULTS_PER_CALL SL_RESULTS_PER_CALL
 
 enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
 				       size_t n, struct sl_transition *out, enum sl_err *errs)

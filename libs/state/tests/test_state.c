@@ -680,7 +680,8 @@ static long long exists_of(const char *fmt, const char *r)
  * the run's lease set). */
 START_TEST(big_batch_apply_matches_one_by_one)
 {
-	enum { NA = 300, N = NA + 2 };
+	/* two full calls and part of a third */
+	enum { NA = 2 * SL_RESULTS_PER_CALL + 44, N = NA + 2, DUP_AT = SL_RESULTS_PER_CALL + 50 };
 	const char *runs[2] = {"r1", "r2"};
 	static struct sl_ti_new tis[NA];
 	static struct sl_result_in in[N];
@@ -688,13 +689,19 @@ START_TEST(big_batch_apply_matches_one_by_one)
 	static enum sl_err errs[N];
 	static const char *tasks[N], *status[N];
 	static int idx[N];
-	const char *same[] = {"run", "node:a", "node:c", "ti:a:0", "ti:a:5", "ti:a:7", "ti:a:150",
-			      "ti:a:299", "ti:c:0"};
-	const char *gone[] = {"sluice:{%s}:lease:a:0", "sluice:{%s}:lease:a:290",
+	char last[32], last_lease[48], done[16], tasks_done[16];
+	const char *same[] = {"run",	  "node:a",   "node:c", "ti:a:0", "ti:a:5",
+			      "ti:a:7", "ti:a:150", last,	"ti:c:0"};
+	const char *gone[] = {"sluice:{%s}:lease:a:0", last_lease,
 			      "sluice:{%s}:lease:c:0", "sluice:{%s}:disp:a", "sluice:{%s}:disp:c",
 			      "sluice:{%s}:leases"};
 	struct sl_transition t;
 	size_t n = 0;
+
+	snprintf(last, sizeof(last), "ti:a:%d", NA - 1);
+	snprintf(last_lease, sizeof(last_lease), "sluice:{%%s}:lease:a:%d", (NA - 1) / 10 * 10);
+	snprintf(done, sizeof(done), "%d", NA - 1);
+	snprintf(tasks_done, sizeof(tasks_done), "%d", NA);
 
 	for (int i = 0; i < NA; i++)
 		tis[i] = (struct sl_ti_new){.idx = i, .dispatch = "blob", .len = 4};
@@ -716,7 +723,7 @@ START_TEST(big_batch_apply_matches_one_by_one)
 		tasks[n] = "a", idx[n] = i, status[n++] = i == 7 ? "FAILED" : "SUCCEEDED";
 		if (i == 150)
 			tasks[n] = "c", idx[n] = 0, status[n++] = "SUCCEEDED";
-		if (i == 200) /* a duplicate of a result of the call before */
+		if (i == DUP_AT) /* a duplicate of a result of the call before */
 			tasks[n] = "a", idx[n] = 5, status[n++] = "SUCCEEDED";
 	}
 	ck_assert_uint_eq(n, N);
@@ -731,10 +738,10 @@ START_TEST(big_batch_apply_matches_one_by_one)
 	}
 	ck_assert_int_eq(sl_state_result_apply_many(st, in, N, many, errs), SL_OK);
 	for (size_t i = 0; i < N; i++) {
-		/* c[0] ends c, a[5] again is stale, a[299] ends a */
+		/* c[0] ends c, a[5] again is stale, the last a ends a */
 		const char *want = "applied";
 
-		if (i == 202)
+		if (i == DUP_AT + 2)
 			want = "stale";
 		else if (i == 151 || i == N - 1)
 			want = "node_done";
@@ -746,10 +753,10 @@ START_TEST(big_batch_apply_matches_one_by_one)
 	ck_same_transitions(one, many, N);
 	ck_same_run_hashes(same, sizeof(same) / sizeof(same[0]));
 	ck_field("sluice:{r2}:node:a", "state", "FAILED");
-	ck_field("sluice:{r2}:node:a", "done", "299");
+	ck_field("sluice:{r2}:node:a", "done", done);
 	ck_field("sluice:{r2}:node:a", "failed", "1");
 	ck_field("sluice:{r2}:node:c", "state", "SUCCEEDED");
-	ck_field("sluice:{r2}:run", "tasks_done", "300");
+	ck_field("sluice:{r2}:run", "tasks_done", tasks_done);
 	ck_field("sluice:{r2}:run", "tasks_failed", "1");
 	ck_field("sluice:{r2}:run", "stale_results", "1");
 	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {

@@ -260,10 +260,15 @@ struct sl_result_in {
 enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,
 				  struct sl_transition *out);
 
-/* Applies n results as sl_state_result_apply() does, up to 128 in one script call (which
- * reads and writes the counters of the run and the node once for all of them), the calls
- * pipelined: one round trip for the batch, and Redis answers (and, with appendfsync always,
- * fsyncs) all the calls it reads in one event-loop turn together. Results settle in the
+/* Results per result_apply script call at most (ADR 26): a planner batch (500 messages' worth
+ * at most) is one or two calls. Redis reads a client's input 16 KB per event-loop turn and
+ * fsyncs (appendfsync always) after each turn that completed a write, so every call of a
+ * pipeline costs a turn with its fsync; 512 noop results hold Redis for about 8 ms. */
+#define SL_RESULTS_PER_CALL 512
+
+/* Applies n results as sl_state_result_apply() does, up to SL_RESULTS_PER_CALL in one script
+ * call (which reads and writes the counters of the run and the node once for all of them),
+ * the calls pipelined: one round trip for the batch. Results settle in the
  * order given, each as it would in a call of its own (two results of one instance too).
  * out[i] (n entries, clear each with sl_transition_clear()) and errs[i] get call i's
  * transition and status (SL_OK, SL_ERR_REDIS: not known to be applied, apply it again).
