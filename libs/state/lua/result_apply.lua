@@ -18,21 +18,36 @@
 -- attempt fails the node once all its instances have ended; the run goes on with what can
 -- still run (trigger rules) and ends FAILED.
 
-local runs = {}       -- run key -> {state, done, failed}: counts not written yet
+local runs = {}       -- run key -> {state, done, failed (counts not written yet), base, tasks}
 local nodes = {}      -- node key -> {total, done, failed, ended, d_done, d_failed}
 local disp_done = {}  -- dispatch hash key -> map indexes of instances ended for good
 local active_done = {} -- instance keys leaving the reaper's index
 local lease_keys = {} -- leases of the results' attempts
 local lease_sets = {} -- the run's lease set -> its members among lease_keys
-local specs = {}      -- "<limits key>|<task>" -> concurrency spec, or false for none
 
+-- base: "sluice:{R}:", the prefix of the run's keys; tasks: task name -> task_of's record.
 local function run_of(key)
   local r = runs[key]
   if not r then
-    r = {state = redis.call('HGET', key, 'state'), done = 0, failed = 0}
+    r = {state = redis.call('HGET', key, 'state'), done = 0, failed = 0,
+         base = string.sub(key, 1, -4), tasks = {}}
     runs[key] = r
   end
   return r
+end
+
+-- What the instances of one task of run r share, worked out once per call: the length of
+-- their key's prefix ("sluice:{R}:ti:<task>:", the map index follows), their dispatch hash,
+-- their lease keys' prefix and the task's concurrency spec (false for none).
+local function task_of(r, task)
+  local t = r.tasks[task]
+  if not t then
+    t = {plen = #r.base + #task + 4, disp = r.base .. 'disp:' .. task,
+         lease = r.base .. 'lease:' .. task .. ':',
+         spec = redis.call('HGET', r.base .. 'limits', task) or false}
+    r.tasks[task] = t
+  end
+  return t
 end
 
 local function node_of(key)
@@ -66,13 +81,10 @@ end
 
 -- An instance ended for good (as instance_forget): its dispatch bytes and reaper entry go
 -- with the call's last writes.
-local function forget_later(ti_key)
-  local key, idx = disp_of(ti_key)
-  if key then
-    local l = disp_done[key]
-    if not l then l = {} disp_done[key] = l end
-    l[#l + 1] = idx
-  end
+local function forget_later(ti_key, t, idx)
+  local l = disp_done[t.disp]
+  if not l then l = {} disp_done[t.disp] = l end
+  l[#l + 1] = idx
   active_done[#active_done + 1] = ti_key
 end
 
@@ -103,22 +115,20 @@ local function apply(k, a)
   -- The result settles this attempt, so its lease and concurrency slots end here: the
   -- worker frees its slot as soon as the result is queued, without waiting for the delivery
   -- report and a release of its own. Key names follow the instance's:
-  -- sluice:{R}:ti:<task>:<idx>.
-  local base = string.sub(run_key, 1, -4)
-  local lease = base .. 'lease:' .. string.sub(ti_key, #base + 4)
-  lease_keys[#lease_keys + 1] = lease
-  local set = lease_sets[base .. 'leases']
-  if not set then set = {} lease_sets[base .. 'leases'] = set end
-  set[#set + 1] = lease
-  local spec_key = base .. 'limits|' .. task
-  local spec = specs[spec_key]
-  if spec == nil then
-    spec = redis.call('HGET', base .. 'limits', task) or false
-    specs[spec_key] = spec
+  -- sluice:{R}:ti:<task>:<idx>. Every lease taken stores its call id (lease_acquire): an
+  -- instance without one never had a lease key (an inline built-in's, ADR 25).
+  local t = task_of(r, task)
+  local idx = string.sub(ti_key, t.plen + 1)
+  if ti[6] then
+    local lease = t.lease .. idx
+    lease_keys[#lease_keys + 1] = lease
+    local set = lease_sets[r.base .. 'leases']
+    if not set then set = {} lease_sets[r.base .. 'leases'] = set end
+    set[#set + 1] = lease
   end
+  local spec = t.spec
   if spec then
-    local member = string.match(run_key, '^sluice:{(.*)}:run$') .. '|' .. task .. '|'
-                   .. string.match(ti_key, ':(-?%d+)$') .. '|' .. ARGV[a + 1]
+    local member = string.sub(r.base, 9, -3) .. '|' .. task .. '|' .. idx .. '|' .. ARGV[a + 1]
     for tag in string.gmatch(spec, '([^,=]+)=') do
       redis.call('ZREM', 'sluice:sem:' .. tag, member)
     end
@@ -129,7 +139,7 @@ local function apply(k, a)
     if ti[4] or ti[5] or ti[6] then
       redis.call('HDEL', ti_key, 'dispatch', 'error', 'lease_call')
     end
-    forget_later(ti_key)
+    forget_later(ti_key, t, idx)
     r.done = r.done + 1
     if r.state ~= 'RUNNING' then return {'applied', r.state} end
     local n = node_of(node_key)
@@ -153,7 +163,7 @@ local function apply(k, a)
   if status == 'TIMED_OUT' or status == 'CANCELLED' then final = status end
   redis.call('HSET', ti_key, 'state', final)
   if ti[6] then redis.call('HDEL', ti_key, 'lease_call') end
-  forget_later(ti_key)
+  forget_later(ti_key, t, idx)
   r.failed = r.failed + 1
   if r.state ~= 'RUNNING' then return {'applied', r.state} end
   local n = node_of(node_key)
