@@ -754,8 +754,7 @@ void worker_consume(struct worker *w)
 		if (paused || p.n) {
 			pthread_mutex_lock(&w->lock);
 			if (paused || sl_mono_ms() < retry_at ||
-			    (w->nbusy >= w->nslots &&
-			     w->cfg->lease_ahead - w->nahead < w->cfg->lease_batch))
+			    (w->nbusy >= w->nslots && !worker_ahead_room(w)))
 				worker_wait(w, 20);
 			pthread_mutex_unlock(&w->lock);
 		}

@@ -81,13 +81,17 @@ int worker_room(struct worker *w)
 
 	pthread_mutex_lock(&w->lock);
 	n = w->nslots - w->nbusy;
-	if (n == 0 && !atomic_load(&w->hard_stop)) {
-		n = (int)w->cfg->lease_ahead - w->nahead;
-		if (n < w->cfg->lease_batch)
-			n = 0;
-	}
+	if (n == 0 && !atomic_load(&w->hard_stop))
+		n = worker_ahead_room(w);
 	pthread_mutex_unlock(&w->lock);
 	return n;
+}
+
+int worker_ahead_room(struct worker *w)
+{
+	int n = (int)w->cfg->lease_ahead - w->nahead;
+
+	return n < w->cfg->lease_batch ? 0 : n;
 }
 
 /* Gives the job d, leased until stop_by_ms and renewed next at next_renew_ms, to slot s.

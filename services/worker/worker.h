@@ -214,10 +214,13 @@ int worker_free_slots(struct worker *w);
 int worker_slot_holds(struct worker *w, const Sluice__V1__TaskDispatch *d);
 
 /* How many more dispatches the worker takes now: its free slots, or with every slot busy,
- * the room left to lease ahead (--lease-ahead), or none while that is less than
- * --lease-batch (a refill leases several in one round trip) or after a hard stop.
- * @locks takes w->lock. */
+ * worker_ahead_room() (none after a hard stop). @locks takes w->lock. */
 int worker_room(struct worker *w);
+
+/* With every slot busy, how many to lease ahead now: the room left (--lease-ahead), or none
+ * while that is less than --lease-batch (a refill leases several in one round trip).
+ * @locks w->lock held. */
+int worker_ahead_room(struct worker *w);
 
 /* Gives d (takes ownership) with its lease ttl, acquired by a request sent at sent_ms
  * (monotonic), to a free slot, or with every slot busy keeps it leased ahead for the slot

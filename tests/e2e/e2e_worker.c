@@ -724,17 +724,18 @@ END_TEST
  * tasks instead of every one. */
 START_TEST(leases_ahead_are_refilled_two_at_a_time)
 {
-	const char *wargs[] = {"--queue",	  "lease-pairs", "--slots", "1", "--lease-ahead",
-			       "4",		  "--lease-batch", "2",	    "--id",
-			       "e2e-pairs-w", "--http",	   NULL,    NULL};
 	char http[32], *run, *st;
 	int port = e2e_free_port();
 	long calls, leases;
 	pid_t w;
 
 	snprintf(http, sizeof(http), "127.0.0.1:%d", port);
-	wargs[11] = http;
-	ck_assert_int_gt(w = spawn_worker("worker-pairs", wargs), 0);
+	{
+		const char *wargs[] = {"--queue", "lease-pairs", "--slots", "1", "--lease-ahead",
+				       "4", "--lease-batch", "2", "--id", "e2e-pairs-w", "--http",
+				       http, NULL};
+		ck_assert_int_gt(w = spawn_worker("worker-pairs", wargs), 0);
+	}
 	ck_assert_ptr_nonnull(run = e2e_submit(E2E_FLOWS "/lease_pairs.yaml", NULL));
 	st = e2e_wait_run_end(run, e2e_ms(60000));
 	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");

@@ -25,12 +25,14 @@ local active_done = {} -- instance keys leaving the reaper's index
 local lease_keys = {} -- leases of the results' attempts
 local lease_sets = {} -- the run's lease set -> its members among lease_keys
 
--- base: "sluice:{R}:", the prefix of the run's keys; tasks: task name -> task_of's record.
+-- base: "sluice:{R}:", the prefix of the run's keys; leases: the run's lease set; tasks:
+-- task name -> task_of's record.
 local function run_of(key)
   local r = runs[key]
   if not r then
+    local base = string.sub(key, 1, -4)
     r = {state = redis.call('HGET', key, 'state'), done = 0, failed = 0,
-         base = string.sub(key, 1, -4), tasks = {}}
+         base = base, leases = base .. 'leases', tasks = {}}
     runs[key] = r
   end
   return r
@@ -122,8 +124,8 @@ local function apply(k, a)
   if ti[6] then
     local lease = t.lease .. idx
     lease_keys[#lease_keys + 1] = lease
-    local set = lease_sets[r.base .. 'leases']
-    if not set then set = {} lease_sets[r.base .. 'leases'] = set end
+    local set = lease_sets[r.leases]
+    if not set then set = {} lease_sets[r.leases] = set end
     set[#set + 1] = lease
   end
   local spec = t.spec

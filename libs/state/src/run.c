@@ -444,13 +444,10 @@ static void result_args(const struct sl_result_in *res, char *buf, const char **
 #undef ARG_NUM
 }
 
-/* One call settles its results in one go: Redis runs nothing else meanwhile. */
-#define RESULTS_PER_CALL SL_RESULTS_PER_CALL
-
 enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
 				       size_t n, struct sl_transition *out, enum sl_err *errs)
 {
-	size_t ncalls = (n + RESULTS_PER_CALL - 1) / RESULTS_PER_CALL, bytes = 0;
+	size_t ncalls = (n + SL_RESULTS_PER_CALL - 1) / SL_RESULTS_PER_CALL, bytes = 0;
 	const char **v = NULL, **cv = NULL;
 	size_t *len = NULL, *clen = NULL;
 	const char *const **argvp = NULL;
@@ -486,8 +483,8 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 	}
 	/* Call c: the keys of its results, then their other arguments (result_apply.lua). */
 	for (size_t c = 0; c < ncalls; c++) {
-		size_t first = c * RESULTS_PER_CALL, k = 0;
-		size_t count = n - first < RESULTS_PER_CALL ? n - first : RESULTS_PER_CALL;
+		size_t first = c * SL_RESULTS_PER_CALL, k = 0;
+		size_t count = n - first < SL_RESULTS_PER_CALL ? n - first : SL_RESULTS_PER_CALL;
 		const char **av = cv + first * RESULT_ARGC;
 		size_t *al = clen + first * RESULT_ARGC;
 
@@ -506,8 +503,8 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 	state_eval_pipeline(st, "result_apply", ncalls, nkeys, argc, argvp, lensp, replies);
 	err = SL_OK;
 	for (size_t i = 0; i < n; i++) {
-		const redisReply *r = replies[i / RESULTS_PER_CALL];
-		size_t at = i % RESULTS_PER_CALL;
+		const redisReply *r = replies[i / SL_RESULTS_PER_CALL];
+		size_t at = i % SL_RESULTS_PER_CALL;
 
 		if (r && r->type == REDIS_REPLY_ARRAY && at < r->elements)
 			errs[i] = reply_to_transition(r->element[at], &out[i]);
