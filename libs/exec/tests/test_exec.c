@@ -1,6 +1,7 @@
 /* test_exec.c - unit tests of sl_exec_run: exit codes, capture caps, stdin, deadlines, groups. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -453,6 +454,53 @@ START_TEST(test_task_signals_are_default)
 }
 END_TEST
 
+/* The task gets none of the caller's descriptors beyond 0-2; a file that cannot be executed
+ * is reported as such; the PATH search goes past a same-named file it may not execute, as
+ * execvp does. */
+START_TEST(test_descriptors_and_path_search)
+{
+	char dir[] = "/tmp/sluice-exec-XXXXXX", file[64], mark[16], *old_path;
+	char *fds[] = {"sh", "-c", "for f in /proc/$$/fd/*; do echo \"${f##*/}\"; done", NULL};
+	char *t[] = {"true", NULL}, *direct[2] = {file, NULL};
+	struct sl_exec_result res;
+	int fd = open("/dev/null", O_RDONLY), made;
+
+	ck_assert_int_ge(fd, 3);
+	ck_assert_int_eq(run_argv(fds, &res), SL_OK);
+	ck_assert_msg(strstr(res.out, "0\n1\n2\n") == res.out, "task fds: %s", res.out);
+	snprintf(mark, sizeof(mark), "\n%d\n", fd);
+	ck_assert_msg(!strstr(res.out, mark), "descriptor %d leaked into the task: %s", fd,
+		      res.out);
+	sl_exec_result_free(&res);
+	close(fd);
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(file, sizeof(file), "%s/true", dir);
+	made = open(file, O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_ge(made, 0);
+	ck_assert_int_eq(write(made, "#!/bin/sh\nexit 3\n", 17), 17);
+	close(made);
+	ck_assert_int_eq(run_argv(direct, &res), SL_ERR_EXEC);
+	ck_assert_msg(strstr(res.err, "cannot execute") == res.err, "error: %s", res.err);
+	sl_exec_result_free(&res);
+
+	old_path = strdup(getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+	{
+		char path[256];
+
+		snprintf(path, sizeof(path), "%s:/usr/bin:/bin", dir);
+		setenv("PATH", path, 1);
+	}
+	ck_assert_int_eq(run_argv(t, &res), SL_OK);
+	ck_assert_int_eq(res.exit_code, 0);
+	sl_exec_result_free(&res);
+	setenv("PATH", old_path, 1);
+	free(old_path);
+	unlink(file);
+	rmdir(dir);
+}
+END_TEST
+
 static Suite *exec_suite(void)
 {
 	Suite *s = suite_create("exec");
@@ -475,6 +523,7 @@ static Suite *exec_suite(void)
 	tcase_add_test(tc, test_concurrency);
 	tcase_add_test(tc, test_kill_group_guards);
 	tcase_add_test(tc, test_task_signals_are_default);
+	tcase_add_test(tc, test_descriptors_and_path_search);
 	suite_add_tcase(s, tc);
 	return s;
 }
