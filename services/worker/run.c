@@ -141,6 +141,8 @@ static void run_command(struct worker_slot *s, const Sluice__V1__TaskDispatch *d
 	spec.max_stdout = d->max_output_bytes ? d->max_output_bytes : WORKER_DEFAULT_MAX_OUTPUT;
 	spec.should_stop = worker_slot_should_stop;
 	spec.ud = s;
+	/* A worker killed with SIGKILL leaves no task running; the reaper re-dispatches it. */
+	spec.die_with_caller = 1;
 
 	err = sl_exec_run(&spec, &res);
 	if (err != SL_OK) {

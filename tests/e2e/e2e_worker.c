@@ -495,6 +495,38 @@ START_TEST(sigterm_hands_back_at_the_drain_timeout)
 }
 END_TEST
 
+/* A worker killed with SIGKILL takes its running task's process with it (the command's
+ * parent-death signal, sl_exec's die_with_caller): before, the task went on running,
+ * orphaned, while the reaper re-dispatched it elsewhere. */
+START_TEST(a_worker_killed_with_sigkill_leaves_no_task_running)
+{
+	char mark[600], *run, *state;
+	pid_t w = drain_worker("e2e-kill-w", "60s"), w2, pid;
+	int64_t until;
+	int gone = 0;
+
+	snprintf(mark, sizeof(mark), "%s/killed", e2e_tmpdir("worker"));
+	ck_assert_ptr_nonnull(run = submit_sleeper(mark, 120));
+	ck_assert_msg(wait_lines(mark, 1, 60000), "the task never started");
+	pid = task_pid(mark, 1);
+	ck_assert_int_gt(pid, 0);
+	kill(w, SIGKILL);
+	e2e_stop(w, 0, e2e_ms(10000));
+	for (until = sl_mono_ms() + e2e_ms(3000); !gone && sl_mono_ms() < until; usleep(20000))
+		gone = process_gone(pid);
+	if (!gone)
+		kill(pid, SIGKILL); /* nothing left behind when the check fails */
+	ck_assert_msg(gone, "task process %d outlived its SIGKILLed worker", (int)pid);
+	/* the lease lapses and the reaper re-dispatches: another worker finishes the run */
+	w2 = drain_worker("e2e-kill-w2", "20s");
+	state = e2e_wait_run_end(run, e2e_ms(90000));
+	ck_assert_msg(state && !strcmp(state, "SUCCEEDED"), "run ended %s", state ? state : "-");
+	ck_assert_int_eq(e2e_stop(w2, SIGTERM, 15000), 0);
+	free(state);
+	free(run);
+}
+END_TEST
+
 /* Number of TaskResults for (run, attempt) on sluice.tasks.results, read from the start by a
  * fresh group for up to ms. */
 static int results_for(const char *run, unsigned attempt, long ms)
@@ -978,6 +1010,7 @@ int main(void)
 		untagged_inline_builtins_run_without_a_lease,
 		sigterm_lets_the_running_task_finish,
 		sigterm_hands_back_at_the_drain_timeout,
+		a_worker_killed_with_sigkill_leaves_no_task_running,
 		redis_outage_past_the_lease_kills_the_task_and_publishes_nothing,
 		planner_serves_metrics,
 		a_worker_joining_later_gets_a_share_of_the_normal_band,

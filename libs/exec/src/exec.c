@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -280,7 +281,8 @@ struct child_report {
  * and writes to the stack and to *report. Every signal is blocked on entry. */
 __attribute__((noreturn)) static void child_exec(const struct sl_exec_spec *spec, int in_fd,
 						 int out_fd, int err_fd, char **envp,
-						 const char *path, struct child_report *report)
+						 const char *path, pid_t caller,
+						 struct child_report *report)
 {
 	static const int targets[3] = {0, 1, 2};
 	struct sigaction dfl;
@@ -304,6 +306,12 @@ __attribute__((noreturn)) static void child_exec(const struct sl_exec_spec *spec
 	report->stage = CHILD_FDS;
 	if (setpgid(0, 0) != 0)
 		goto fail;
+	if (spec->die_with_caller) {
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+			goto fail;
+		if (getppid() != caller) /* the caller died before the signal was set */
+			_exit(127);
+	}
 	if (fds[0] < 0 && (fds[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
 		goto fail;
 	for (int i = 0; i < 3; i++) {
@@ -364,6 +372,7 @@ static enum sl_err spawn(const struct sl_exec_spec *spec, int in_fd, int out_fd,
 	struct child_report report = {CHILD_EXECED, 0};
 	const char *const path = getenv("PATH") && *getenv("PATH") ? getenv("PATH")
 								  : "/bin:/usr/bin";
+	const pid_t caller = getpid();
 	sigset_t all, old;
 	int status;
 
@@ -371,7 +380,7 @@ static enum sl_err spawn(const struct sl_exec_spec *spec, int in_fd, int out_fd,
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	*pid = vfork();
 	if (*pid == 0)
-		child_exec(spec, in_fd, out_fd, err_fd, envp, path, &report);
+		child_exec(spec, in_fd, out_fd, err_fd, envp, path, caller, &report);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (*pid < 0) {
 		set_error(res, "cannot start %s: %s", spec->argv[0], strerror(errno));

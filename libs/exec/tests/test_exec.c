@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sluice/exec.h"
@@ -501,6 +502,61 @@ START_TEST(test_descriptors_and_path_search)
 }
 END_TEST
 
+static void write_pid(pid_t pid, void *ud)
+{
+	int fd = *(int *)ud;
+
+	if (write(fd, &pid, sizeof(pid)) != (ssize_t)sizeof(pid))
+		_exit(3);
+}
+
+/* Starts `sleep 30` from a forked caller (die_with_caller as given), kills the caller with
+ * SIGKILL, and returns the task's pid (the caller reaped). */
+static pid_t task_of_killed_caller(int die_with_caller)
+{
+	char *argv[] = {"sleep", "30", NULL};
+	int p[2];
+	pid_t caller, task = -1;
+
+	ck_assert_int_eq(pipe(p), 0);
+	caller = fork();
+	ck_assert_int_ge(caller, 0);
+	if (caller == 0) {
+		struct sl_exec_spec spec = {.argv = argv, .on_start = write_pid, .ud = &p[1],
+					    .die_with_caller = die_with_caller};
+		struct sl_exec_result res;
+
+		close(p[0]);
+		sl_exec_run(&spec, &res);
+		_exit(0);
+	}
+	close(p[1]);
+	ck_assert_int_eq(read(p[0], &task, sizeof(task)), (ssize_t)sizeof(task));
+	close(p[0]);
+	ck_assert_int_gt(task, 0);
+	ck_assert_int_eq(kill(caller, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(caller, NULL, 0), caller);
+	return task;
+}
+
+/* die_with_caller: a caller killed with SIGKILL takes its command with it (a worker killed
+ * that way left its task running); without it the command outlives the caller. */
+START_TEST(test_command_dies_with_its_caller)
+{
+	pid_t task = task_of_killed_caller(1);
+	int gone = gone_within(task, scaled(2000)), ran;
+
+	if (!gone)
+		kill(task, SIGKILL); /* nothing left behind when the check fails */
+	ck_assert_msg(gone, "task %d outlived its killed caller", (int)task);
+	task = task_of_killed_caller(0);
+	usleep(300000);
+	ran = alive(task);
+	kill(task, SIGKILL);
+	ck_assert_msg(ran, "without die_with_caller the task %d should still run", (int)task);
+}
+END_TEST
+
 static Suite *exec_suite(void)
 {
 	Suite *s = suite_create("exec");
@@ -524,6 +580,7 @@ static Suite *exec_suite(void)
 	tcase_add_test(tc, test_kill_group_guards);
 	tcase_add_test(tc, test_task_signals_are_default);
 	tcase_add_test(tc, test_descriptors_and_path_search);
+	tcase_add_test(tc, test_command_dies_with_its_caller);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -29,6 +29,12 @@ struct sl_exec_spec {
 	 * keeps its own SLUICE_* settings, which may hold credentials, from tasks); env_add is
 	 * applied after, so it can still set such names. NULL = inherit everything. */
 	const char *env_drop_prefix;
+	/* Non-zero: the command gets SIGKILL when the thread that started it ends, which is
+	 * what happens to every thread of a caller killed with SIGKILL (Linux's parent-death
+	 * signal), so a killed worker leaves no task running. Only the command itself gets it,
+	 * not what it started; the caller's thread must outlive the call (sl_exec_run blocks
+	 * until the command ends, so it does unless the thread is cancelled). */
+	int die_with_caller;
 };
 
 struct sl_exec_result {
