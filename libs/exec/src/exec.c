@@ -270,7 +270,7 @@ static int leader_exited(pid_t pid)
 
 /* What a spawned child did before exec, written by the child into the parent's memory (vfork
  * shares it; the parent sleeps until the child execs or exits). */
-enum child_stage { CHILD_EXECED, CHILD_FDS, CHILD_CHDIR, CHILD_EXEC };
+enum child_stage { CHILD_SIGNALS, CHILD_FDS, CHILD_CHDIR, CHILD_EXEC };
 
 struct child_report {
 	volatile int stage;
@@ -289,6 +289,7 @@ __attribute__((noreturn)) static void child_exec(const struct sl_exec_spec *spec
 	sigset_t none;
 	int fds[3] = {in_fd, out_fd, err_fd};
 	const char *file = spec->argv[0];
+	size_t flen = strlen(file);
 	char buf[4096];
 	int denied = 0;
 
@@ -337,7 +338,7 @@ __attribute__((noreturn)) static void child_exec(const struct sl_exec_spec *spec
 	/* execvp's search, over the caller's PATH (path), without its allocation. */
 	for (const char *p = path; ; p++) {
 		const char *end = strchr(p, ':');
-		size_t dlen = end ? (size_t)(end - p) : strlen(p), flen = strlen(file);
+		size_t dlen = end ? (size_t)(end - p) : strlen(p);
 
 		if (dlen + 1 + flen < sizeof(buf)) {
 			memcpy(buf, dlen ? p : ".", dlen ? dlen : 1);
@@ -360,18 +361,26 @@ fail:
 	_exit(127);
 }
 
+/* The caller's PATH, or the usual default when it has none. Not inlined: a local computed
+ * in spawn()'s frame would be one vfork may clobber (-Wclobbered). */
+__attribute__((noinline)) static const char *search_path(void)
+{
+	const char *const path = getenv("PATH");
+
+	return path && *path ? path : "/bin:/usr/bin";
+}
+
 /* Starts the command in its own process group with stdin from in_fd (or /dev/null), stdout
  * to out_fd, stderr to err_fd, every other descriptor closed, every signal at its default
  * and none blocked. vfork, not posix_spawn: glibc's posix_spawn maps and unmaps a stack for
- * its helper on every call (the unmap costs a TLB shootdown on every CPU) and walks the
- * signals twice; this measured ~90 us less CPU per spawn of /bin/true from 8 threads on the
- * 2-core VM (docs/performance.md). */
+ * its helper on every call (the unmap costs a TLB shootdown on every CPU); this measured a
+ * median 4% more spawns of /bin/true per second from 8 threads on the 2-core VM, 0-90 us
+ * less CPU each (bench/micro/spawn_ways.c, ADR 28). */
 static enum sl_err spawn(const struct sl_exec_spec *spec, int in_fd, int out_fd, int err_fd,
 			 char **envp, pid_t *pid, struct sl_exec_result *res)
 {
-	struct child_report report = {CHILD_EXECED, 0};
-	const char *const path = getenv("PATH") && *getenv("PATH") ? getenv("PATH")
-								  : "/bin:/usr/bin";
+	struct child_report report = {CHILD_SIGNALS, 0};
+	const char *const path = search_path();
 	const pid_t caller = getpid();
 	sigset_t all, old;
 	int status;
