@@ -1073,11 +1073,12 @@ def render(rows, bench, info):
     parts = ((bench.results.get(2) or {}).get("sluice") or {}).get("hop_parts_ms")
     if parts:
         base.append("- sluice's chain hop in parts (means over its instances' own ms timestamps): written by "
-                    f"the planner -> started on a worker {parts['queued_to_started']:.2f} ms (node_start's "
-                    "write, the dispatch's Kafka hop, and a lease's write for a task that takes one: "
-                    f"a noop takes none, ADR 25), started -> finished {parts['started_to_finished']:.2f} ms, "
-                    f"finished -> the next one written {parts['finished_to_next_queued']:.2f} ms (the result's "
-                    "Kafka hop, result_apply's write, the next node's expansion)")
+                    f"the planner -> started on a worker {parts['queued_to_started']:.2f} ms (the one durable "
+                    "write of the result and the next node's start, ADR 30, the dispatch's Kafka hop, and a "
+                    "lease's write for a task that takes one: a noop takes none, ADR 25), started -> finished "
+                    f"{parts['started_to_finished']:.2f} ms, finished -> the next one written "
+                    f"{parts['finished_to_next_queued']:.2f} ms (the result's Kafka hop and the next node's "
+                    "expansion; its queued_ms is taken as the write is sent)")
     return "\n".join(lines), "\n".join(base)
 
 

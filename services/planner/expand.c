@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "planner.h"
+#include "sluice/health.h"
 #include "sluice/kafka.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
@@ -16,6 +17,8 @@ struct upstream_ud {
 	struct planner *p;
 	struct planner_run *run;
 	json_t **cache;
+	int no_reads; /* a start made before its upstream's result is applied (ADR 30) */
+	int missed;   /* ... asked for outputs not in cache */
 };
 
 static json_t *read_outputs(struct upstream_ud *u, size_t task_index);
@@ -27,6 +30,10 @@ static json_t *upstream_outputs(void *ud, size_t task_index)
 
 	if (task_index >= u->run->flow->ntasks)
 		return NULL;
+	if (!u->cache[task_index] && u->no_reads) {
+		u->missed = 1;
+		return NULL;
+	}
 	if (!u->cache[task_index])
 		u->cache[task_index] = read_outputs(u, task_index);
 	return u->cache[task_index] ? json_incref(u->cache[task_index]) : NULL;
@@ -476,6 +483,93 @@ static enum sl_err write_and_dispatch(struct planner *p, struct planner_run *run
 	return rc;
 }
 
+/* A node's start as it is prepared: its task, the queue its route picked, its expansion and
+ * the first chunk of its instances encoded. */
+struct node_prep {
+	struct planner_run *run;
+	const struct sl_flow_task *t;
+	size_t ti;
+	const char *tq;
+	struct upstream_ud ud;
+	struct sl_expand_ctx ctx;
+	struct sl_expander *x;
+	struct chunk *c;
+	size_t n;
+};
+
+/* Sets up prep for task ti of run. Clear with prep_clear() whatever the answer. */
+static enum sl_err prep_init(struct node_prep *prep, struct planner *p, struct planner_run *run,
+			     size_t ti)
+{
+	memset(prep, 0, sizeof(*prep));
+	prep->run = run;
+	prep->t = &run->flow->tasks[ti];
+	prep->ti = ti;
+	prep->tq = "default";
+	prep->ud = (struct upstream_ud){p, run, NULL, 0, 0};
+	prep->ctx = (struct sl_expand_ctx){.run_id = run->id, .flow = run->flow->name,
+					   .intent = run->intent, .params = run->params,
+					   .upstream_outputs = upstream_outputs, .ud = &prep->ud};
+	if (!(prep->ud.cache = calloc(run->flow->ntasks, sizeof(*prep->ud.cache))) ||
+	    !(prep->c = calloc(1, sizeof(*prep->c))))
+		return SL_ERR_NOMEM;
+	return SL_OK;
+}
+
+static void prep_clear(struct node_prep *prep)
+{
+	if (prep->c)
+		chunk_clear(prep->c);
+	free(prep->c);
+	sl_expander_free(prep->x);
+	if (prep->ud.cache)
+		upstream_clear(&prep->ud);
+	memset(prep, 0, sizeof(*prep));
+}
+
+/* Expands prep's node and encodes its first chunk (after its gate said run); a flow error
+ * leaves its text in err. */
+static enum sl_err prep_expand(struct planner *p, struct node_prep *prep, char *err,
+			       size_t errlen)
+{
+	size_t n;
+
+	if (sl_expander_new(prep->run->flow, prep->ti, &prep->ctx, &prep->x, &prep->n, err,
+			    errlen) != SL_OK)
+		return SL_ERR_PARSE;
+	n = prep->n;
+	if (chunk_fill(p, prep->run, prep->t, prep->tq, prep->x, 0,
+		       n < EXPAND_CHUNK ? n : EXPAND_CHUNK, prep->c, err, errlen) != SL_OK ||
+	    check_rest(prep->x, n, err, errlen) != SL_OK)
+		return SL_ERR_PARSE;
+	return SL_OK;
+}
+
+/* After node_start answered "started" or "resume" for prep's node: dispatches what it
+ * wrote and writes and dispatches the rest, chunk by chunk. */
+static enum sl_err prep_dispatch(struct planner *p, struct node_prep *prep, const char *outcome)
+{
+	struct planner_run *run = prep->run;
+	enum sl_err rc;
+
+	SL_DEBUG("run %s: task %s %s with %zu instances", run->id, prep->t->name, outcome,
+		 prep->n);
+	if ((rc = planner_limits_prepare(p, run, prep->t)) != SL_OK)
+		return rc;
+	if (!strcmp(outcome, "started")) {
+		/* a WAITING node had no instances: node_start created all of the first chunk */
+		rc = dispatch_created(p, run, prep->t, prep->tq, prep->c, 0, NULL, 0, &prep->ctx);
+		chunk_clear(prep->c);
+		if (rc == SL_OK)
+			rc = write_and_dispatch(p, run, prep->t, prep->tq, prep->x, EXPAND_CHUNK,
+						prep->n, prep->c, &prep->ctx);
+	} else { /* "resume": node_start wrote nothing; ti_add says what is missing */
+		rc = write_and_dispatch(p, run, prep->t, prep->tq, prep->x, 0, prep->n, prep->c,
+					&prep->ctx);
+	}
+	return rc;
+}
+
 /* Expands and starts one node; appends nodes that became ready to *queue. Instances are
  * expanded, written and dispatched EXPAND_CHUNK at a time, so the planner's memory and
  * each Redis call stay small whatever the fan-out, and workers start on the first chunk
@@ -483,16 +577,8 @@ static enum sl_err write_and_dispatch(struct planner *p, struct planner_run *run
 static enum sl_err start_node(struct planner *p, struct planner_run *run, const char *name,
 			      char ***queue, size_t *qlen, size_t *qcap)
 {
-	struct upstream_ud ud = {p, run, NULL};
-	struct sl_expand_ctx ctx = {.run_id = run->id, .flow = run->flow->name,
-				    .intent = run->intent, .params = run->params,
-				    .upstream_outputs = upstream_outputs, .ud = &ud};
-	struct sl_expander *x = NULL;
-	struct chunk *c = NULL;
-	size_t n = 0;
+	struct node_prep prep;
 	struct sl_transition tr = {0};
-	const struct sl_flow_task *t;
-	const char *tq = "default";
 	enum sl_gate gate = SL_GATE_RUN;
 	size_t up_failed, up_skipped;
 	ssize_t ti;
@@ -503,18 +589,14 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 		SL_ERROR("run %s: node %s is not in its flow", run->id, name);
 		return SL_OK;
 	}
-	t = &run->flow->tasks[ti];
-	if (!(ud.cache = calloc(run->flow->ntasks, sizeof(*ud.cache))) ||
-	    !(c = calloc(1, sizeof(*c)))) {
-		rc = SL_ERR_NOMEM;
+	if ((rc = prep_init(&prep, p, run, (size_t)ti)) != SL_OK)
 		goto out;
-	}
 	/* Trigger rule, when: and route: first; a flow error (a condition, route or map that
 	 * cannot be evaluated) fails this node only, so that all_done clean-ups still run. */
 	if ((rc = upstream_ends(p, run, name, &up_failed, &up_skipped)) != SL_OK)
 		goto out;
-	if (sl_flow_task_gate(run->flow, (size_t)ti, &ctx, up_failed, up_skipped, &gate, &tq, err,
-			      sizeof(err)) != SL_OK) {
+	if (sl_flow_task_gate(run->flow, (size_t)ti, &prep.ctx, up_failed, up_skipped, &gate,
+			      &prep.tq, err, sizeof(err)) != SL_OK) {
 		rc = end_node(p, run, name, "FAILED", err, queue, qlen, qcap);
 		goto out;
 	}
@@ -523,16 +605,13 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 			      err, queue, qlen, qcap);
 		goto out;
 	}
-	if (sl_expander_new(run->flow, (size_t)ti, &ctx, &x, &n, err, sizeof(err)) != SL_OK ||
-	    chunk_fill(p, run, t, tq, x, 0, n < EXPAND_CHUNK ? n : EXPAND_CHUNK, c, err,
-		       sizeof(err)) != SL_OK ||
-	    check_rest(x, n, err, sizeof(err)) != SL_OK) {
+	if (prep_expand(p, &prep, err, sizeof(err)) != SL_OK) {
 		rc = end_node(p, run, name, "FAILED", err, queue, qlen, qcap);
 		goto out;
 	}
 	/* The first chunk goes with the start (a chain's hop pays one Redis call, not two). */
-	rc = sl_state_node_start(p->state, run->id, name, n, t->retries + 1, c->tis, c->k,
-				 sl_now_ms(), &tr);
+	rc = sl_state_node_start(p->state, run->id, name, prep.n, prep.t->retries + 1,
+				 prep.c->tis, prep.c->k, sl_now_ms(), &tr);
 	if (rc != SL_OK)
 		goto out;
 	planner_fault_point("after_node_start"); /* started and first chunk written, not sent */
@@ -542,26 +621,112 @@ static enum sl_err start_node(struct planner *p, struct planner_run *run, const 
 		rc = node_done_next(p, run, &tr, queue, qlen, qcap);
 		goto out;
 	}
-	SL_DEBUG("run %s: task %s %s with %zu instances", run->id, name, tr.outcome, n);
-	if ((rc = planner_limits_prepare(p, run, t)) != SL_OK)
-		goto out;
-	if (!strcmp(tr.outcome, "started")) {
-		/* a WAITING node had no instances: node_start created all of the first chunk */
-		rc = dispatch_created(p, run, t, tq, c, 0, NULL, 0, &ctx);
-		chunk_clear(c);
-		if (rc == SL_OK)
-			rc = write_and_dispatch(p, run, t, tq, x, EXPAND_CHUNK, n, c, &ctx);
-	} else { /* "resume": node_start wrote nothing; ti_add says what is missing */
-		rc = write_and_dispatch(p, run, t, tq, x, 0, n, c, &ctx);
-	}
+	rc = prep_dispatch(p, &prep, tr.outcome);
 out:
 	sl_transition_clear(&tr);
-	if (c)
-		chunk_clear(c);
-	free(c);
-	sl_expander_free(x);
-	upstream_clear(&ud);
+	prep_clear(&prep);
 	return rc;
+}
+
+/* ---- a chain's next node started in its upstream's result round trip (ADR 30) ---- */
+
+struct planner_spec {
+	struct node_prep prep;
+	int answered;           /* the start was sent and answered */
+	int dispatched;         /* planner_spec_dispatch() was called (once only) */
+	struct sl_transition tr; /* its answer */
+};
+
+/* The first task of run's flow whose only upstream is task u, or -1. */
+static ssize_t sole_downstream(const struct sl_flow *flow, size_t u)
+{
+	for (size_t j = 0; j < flow->ntasks; j++)
+		if (flow->tasks[j].ndeps == 1 && flow->tasks[j].deps[0] == u)
+			return (ssize_t)j;
+	return -1;
+}
+
+struct planner_spec *planner_spec_new(struct planner *p, const struct planner_result *r)
+{
+	const struct sl_flow *flow = r->run->flow;
+	struct planner_spec *s = NULL;
+	enum sl_gate gate = SL_GATE_RUN;
+	ssize_t d;
+	json_t *out;
+	char err[512];
+
+	/* Only a node of one instance ends with its one result, succeeded: its downstream's
+	 * upstream counts are then known (0 failed, 0 skipped) before the result is applied. */
+	if (strcmp(r->status, "SUCCEEDED") || flow->tasks[r->task_index].nmap ||
+	    r->res->map_index != -1 || (d = sole_downstream(flow, r->task_index)) < 0)
+		return NULL;
+	if (!(s = calloc(1, sizeof(*s))) ||
+	    prep_init(&s->prep, p, r->run, (size_t)d) != SL_OK ||
+	    !(out = json_array()))
+		goto fail;
+	/* Its outputs as read_outputs() will read them once the result is applied. */
+	{
+		json_t *v = json_loadb(r->in.output, r->in.output_len, JSON_DECODE_ANY, NULL);
+		json_array_append_new(out, v ? v : json_null());
+	}
+	s->prep.ud.cache[r->task_index] = out;
+	s->prep.ud.no_reads = 1;
+	if (sl_flow_task_gate(flow, (size_t)d, &s->prep.ctx, 0, 0, &gate, &s->prep.tq, err,
+			      sizeof(err)) != SL_OK ||
+	    gate != SL_GATE_RUN || prep_expand(p, &s->prep, err, sizeof(err)) != SL_OK ||
+	    !s->prep.n || s->prep.ud.missed)
+		goto fail; /* started as usual once ready: the node's own errors show then */
+	s->prep.ud.no_reads = 0;
+	return s;
+fail:
+	planner_spec_free(s);
+	return NULL;
+}
+
+int planner_spec_to_send(const struct planner_spec *s, struct sl_node_start_in *in)
+{
+	const struct node_prep *prep = &s->prep;
+
+	if (s->answered)
+		return 0;
+	*in = (struct sl_node_start_in){.run = prep->run->id, .task = prep->t->name,
+					 .total = prep->n, .max_attempts = prep->t->retries + 1,
+					 .tis = prep->c->tis, .n = prep->c->k, .now_ms = sl_now_ms()};
+	return 1;
+}
+
+void planner_spec_answered(struct planner_spec *s, struct sl_transition *tr)
+{
+	sl_transition_clear(&s->tr);
+	s->tr = *tr;
+	memset(tr, 0, sizeof(*tr));
+	s->answered = 1;
+}
+
+const char *planner_spec_started(const struct planner_spec *s)
+{
+	return s && s->answered && !strcmp(s->tr.outcome, "started") ? s->prep.t->name : NULL;
+}
+
+enum sl_err planner_spec_dispatch(struct planner *p, struct planner_spec *s)
+{
+	if (!planner_spec_started(s) || s->dispatched)
+		return SL_OK;
+	/* Once: a retried follow-up leaves what failed to the reaper, as a retried start does
+	 * (node_start answers "stale" then). */
+	s->dispatched = 1;
+	sl_metric_inc(p->started_with_result);
+	planner_fault_point("after_node_start"); /* started and first chunk written, not sent */
+	return prep_dispatch(p, &s->prep, s->tr.outcome);
+}
+
+void planner_spec_free(struct planner_spec *s)
+{
+	if (!s)
+		return;
+	prep_clear(&s->prep);
+	sl_transition_clear(&s->tr);
+	free(s);
 }
 
 enum sl_err planner_start_nodes(struct planner *p, struct planner_run *run, char **names,

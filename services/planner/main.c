@@ -16,7 +16,7 @@ static volatile sig_atomic_t reload_requested;
 
 /* /metrics of the planner (owned by the health object in main; NULL-safe). */
 static struct {
-	struct sl_metric *requests, *results, *control, *retries, *flows, *reloads;
+	struct sl_metric *requests, *results, *control, *retries, *flows, *reloads, *with_result;
 } m;
 
 static void register_metrics(struct sl_health *h)
@@ -31,6 +31,9 @@ static void register_metrics(struct sl_health *h)
 				      "Messages retried in place after a Redis or Kafka error.");
 	m.flows = sl_health_gauge(h, "sluice_planner_flows", "Flows loaded from flows-dir.");
 	m.reloads = sl_health_counter(h, "sluice_planner_reloads_total", "SIGHUP reloads.");
+	m.with_result = sl_health_counter(
+		h, "sluice_planner_nodes_started_with_result_total",
+		"Nodes started in the round trip of their upstream's result (ADR 30).");
 }
 
 static void on_stop(int sig)
@@ -223,6 +226,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	register_metrics(health);
+	p.started_with_result = m.with_result;
 
 	p.flows = planner_flows_load(p.cfg.flows_dir);
 	sl_metric_set(m.flows, (int64_t)planner_flows_count(p.flows));

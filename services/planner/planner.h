@@ -41,6 +41,8 @@ struct planner_run {
 	uint64_t used;        /* LRU clock */
 };
 
+struct sl_metric; /* sluice/health.h */
+
 #define PLANNER_RUN_CACHE 128
 #define PLANNER_MAX_QUEUES 64
 /* Dispatches: a lone one (a chain's next hop) leaves at once; those that follow while one is
@@ -59,6 +61,9 @@ struct planner {
 	uint64_t clock;
 	char *queues[PLANNER_MAX_QUEUES]; /* task topics known to exist */
 	size_t nqueues;
+	/* /metrics counter of nodes started in their upstream's result round trip (ADR 30);
+	 * borrowed from main's health object, NULL-safe */
+	struct sl_metric *started_with_result;
 };
 
 /* config.c */
@@ -89,6 +94,29 @@ void planner_run_failed_event(struct planner *p, const char *run, const char *fl
 enum sl_err planner_ensure_queue(struct planner *p, const char *queue);
 /* Re-dispatches retries that are due. */
 enum sl_err planner_on_timers(struct planner *p);
+
+struct planner_result;
+/* The start of the node a result lets run, made in the result's own round trip (ADR 30): a
+ * chain's hop then waits for one durable write on the planner's side, not two. */
+struct planner_spec;
+/* Prepares, before r is applied, the start of the first task whose only upstream is r's
+ * task, when r can end that node SUCCEEDED by itself (a task of one instance): its gate
+ * passed with no upstream failed or skipped, its expansion and first chunk encoded with r's
+ * output as its upstream's. NULL when r is of another kind or the node cannot be prepared
+ * so (it then starts the usual way once ready; its own errors show there). Free with
+ * planner_spec_free(). */
+struct planner_spec *planner_spec_new(struct planner *p, const struct planner_result *r);
+/* Fills *in (borrowing from s) with the start to send along with s's result; 0 when it was
+ * sent and answered already. */
+int planner_spec_to_send(const struct planner_spec *s, struct sl_node_start_in *in);
+/* Records the start's answer (*tr moved into s). */
+void planner_spec_answered(struct planner_spec *s, struct sl_transition *tr);
+/* The node's name when its start was answered "started" (dispatch it), else NULL. */
+const char *planner_spec_started(const struct planner_spec *s);
+/* Dispatches the instances of a node whose start was answered "started", writing and
+ * dispatching the rest of a big one chunk by chunk; once (later calls do nothing). */
+enum sl_err planner_spec_dispatch(struct planner *p, struct planner_spec *s);
+void planner_spec_free(struct planner_spec *s);
 
 /* reaper.c: re-dispatches lost instances, starts ready nodes nobody started. */
 enum sl_err planner_reap(struct planner *p);
@@ -135,6 +163,8 @@ struct planner_result {
 	int applied;
 	int followed; /* logs and events done (planner_result_follow_up) */
 	int last;     /* the last result of msg (a batch has several, ADR 20): store its offset */
+	struct planner_spec *spec; /* owned: the next node's start sent with it, or NULL */
+	int spec_tried;            /* planner_spec_new() was asked */
 };
 
 /* Applies one result (the whole path: decode, dead letters, unknown runs, follow-ups). */

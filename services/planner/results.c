@@ -179,6 +179,7 @@ size_t planner_result_prepare(struct planner *p, const rd_kafka_message_t *msg,
 
 void planner_result_clear(struct planner_result *r)
 {
+	planner_spec_free(r->spec);
 	sl_transition_clear(&r->tr);
 	if (r->res)
 		sluice__v1__task_result__free_unpacked(r->res, NULL);
@@ -191,23 +192,31 @@ void planner_result_clear(struct planner_result *r)
 enum sl_err planner_results_apply(struct planner *p, struct planner_result *r, size_t n)
 {
 	struct sl_result_in in[APPLY_CHUNK];
-	struct sl_transition tr[APPLY_CHUNK];
-	enum sl_err errs[APPLY_CHUNK], rc = SL_OK;
-	size_t map[APPLY_CHUNK];
+	struct sl_transition tr[APPLY_CHUNK], str[APPLY_CHUNK];
+	struct sl_node_start_in starts[APPLY_CHUNK];
+	enum sl_err errs[APPLY_CHUNK], serrs[APPLY_CHUNK], rc = SL_OK;
+	size_t map[APPLY_CHUNK], smap[APPLY_CHUNK];
 	size_t i = 0;
 
 	while (i < n) {
-		size_t k = 0;
+		size_t k = 0, ns = 0;
 
 		for (; i < n && k < APPLY_CHUNK; i++) {
 			if (r[i].applied)
 				continue;
+			/* The next node of a chain goes in the same round trip (ADR 30). */
+			if (!r[i].spec_tried) {
+				r[i].spec_tried = 1;
+				r[i].spec = planner_spec_new(p, &r[i]);
+			}
+			if (r[i].spec && planner_spec_to_send(r[i].spec, &starts[ns]))
+				smap[ns++] = i;
 			in[k] = r[i].in;
 			map[k++] = i;
 		}
 		if (!k)
 			break;
-		sl_state_result_apply_many(p->state, in, k, tr, errs);
+		sl_state_result_apply_starting(p->state, in, k, tr, errs, starts, ns, str, serrs);
 		for (size_t j = 0; j < k; j++) {
 			struct planner_result *x = &r[map[j]];
 
@@ -220,6 +229,13 @@ enum sl_err planner_results_apply(struct planner *p, struct planner_result *r, s
 			}
 			x->tr = tr[j];
 			x->applied = 1;
+		}
+		/* A start without an answer is sent again with its result's next apply, or, its
+		 * result applied, left to the usual start of the nodes it made ready. */
+		for (size_t j = 0; j < ns; j++) {
+			if (serrs[j] == SL_OK)
+				planner_spec_answered(r[smap[j]].spec, &str[j]);
+			sl_transition_clear(&str[j]);
 		}
 	}
 	return rc;
@@ -257,6 +273,31 @@ static void node_ended_event(struct planner *p, const struct planner_result *r)
 		freeReplyObject(h);
 }
 
+/* Starts the nodes r's result made ready, but the one started with it (ADR 30), which is
+ * dispatched instead. */
+static enum sl_err start_ready(struct planner *p, struct planner_result *r)
+{
+	const char *started = planner_spec_started(r->spec);
+	char **names;
+	size_t k = 0;
+	enum sl_err rc;
+
+	if ((rc = planner_spec_dispatch(p, r->spec)) != SL_OK)
+		return rc;
+	if (strcmp(r->tr.outcome, "node_done") || !r->tr.nready)
+		return SL_OK;
+	if (!started)
+		return planner_start_nodes(p, r->run, r->tr.ready, r->tr.nready);
+	if (!(names = malloc(r->tr.nready * sizeof(*names))))
+		return SL_ERR_NOMEM;
+	for (size_t i = 0; i < r->tr.nready; i++)
+		if (strcmp(r->tr.ready[i], started))
+			names[k++] = r->tr.ready[i];
+	rc = k ? planner_start_nodes(p, r->run, names, k) : SL_OK;
+	free(names);
+	return rc;
+}
+
 enum sl_err planner_result_follow_up(struct planner *p, struct planner_result *r)
 {
 	const Sluice__V1__TaskResult *res = r->res;
@@ -269,7 +310,9 @@ enum sl_err planner_result_follow_up(struct planner *p, struct planner_result *r
 			SL_INFO("run %s: stale result for %s[%d] attempt %u from %s ignored",
 				run_id, res->task, res->map_index, res->attempt, res->worker_id);
 		r->followed = 1;
-		return SL_OK;
+		/* Its start may have gone through all the same: an apply made again after a lost
+		 * reply answers "stale" and the start that follows it "started". */
+		return planner_spec_dispatch(p, r->spec);
 	}
 	if (!r->followed) {
 		r->followed = 1;
@@ -299,9 +342,7 @@ enum sl_err planner_result_follow_up(struct planner *p, struct planner_result *r
 		}
 	}
 	/* The part retried in place: node_start is idempotent ("stale" once started). */
-	if (!strcmp(r->tr.outcome, "node_done") && r->tr.nready)
-		return planner_start_nodes(p, r->run, r->tr.ready, r->tr.nready);
-	return SL_OK;
+	return start_ready(p, r);
 }
 
 enum sl_err planner_on_result(struct planner *p, const rd_kafka_message_t *msg)

@@ -18,8 +18,11 @@
 #define FANOUT 300
 
 static pid_t planner, workers[2];
+static int planner_port;
+static char planner_http[32];
 /* Long leases: results waiting for a stopped planner must not be re-dispatched meanwhile. */
-static const char *pargs[] = {"--flows-dir", FLOWS, "--lease-ttl", "60s", NULL};
+static const char *pargs[] = {"--flows-dir", FLOWS, "--lease-ttl", "60s", "--http", planner_http,
+			      NULL};
 
 static void start_services(void)
 {
@@ -27,6 +30,8 @@ static void start_services(void)
 	const char *w2[] = {"--slots", "4", "--id", "e2e-planner-w2", NULL};
 
 	e2e_require_env();
+	planner_port = e2e_free_port();
+	snprintf(planner_http, sizeof(planner_http), "127.0.0.1:%d", planner_port);
 	planner = e2e_spawn("planner-planner", "sluice-planner", pargs, NULL);
 	workers[0] = e2e_spawn("planner-worker1", "sluice-worker", w1, NULL);
 	workers[1] = e2e_spawn("planner-worker2", "sluice-worker", w2, NULL);
@@ -49,6 +54,20 @@ static long field_long(const char *run, const char *field)
 
 	free(v);
 	return n;
+}
+
+/* Submits flow with params and waits for the run to end in state want; returns the run id
+ * (caller frees). */
+static char *run_to_end(const char *flow, const char *const *params, const char *want)
+{
+	char *run = e2e_submit(flow, params), *state;
+
+	ck_assert_ptr_nonnull(run);
+	state = e2e_wait_run_end(run, 120000);
+	ck_assert_msg(state && !strcmp(state, want), "run %s: %s, want %s", run,
+		      state ? state : "timeout", want);
+	free(state);
+	return run;
 }
 
 /* One RunEvent of a run, as read back from the topic. */
@@ -211,16 +230,11 @@ START_TEST(noop_fan_out_travels_in_batches)
 	static int seen[FANOUT];
 	char nparam[32];
 	const char *params[] = {nparam, NULL};
-	char *run, *state;
+	char *run;
 	int msgs, batches, n;
 
 	snprintf(nparam, sizeof(nparam), "n=%d", FANOUT);
-	run = e2e_submit(FLOWS "/planner_batch.yaml", params);
-	ck_assert_ptr_nonnull(run);
-	state = e2e_wait_run_end(run, 120000);
-	ck_assert_msg(state && !strcmp(state, "FAILED"), "run %s: %s", run,
-		      state ? state : "timeout");
-	free(state);
+	run = run_to_end(FLOWS "/planner_batch.yaml", params, "FAILED");
 	ck_assert_int_eq(field_long(run, "tasks_done"), FANOUT + 1);
 	/* Dispatches: 300 noop instances in ceil(300 / 64) = 5 batches, each instance once. */
 	memset(seen, 0, sizeof(seen));
@@ -325,9 +339,66 @@ START_TEST(backlog_applies_once_and_events_stay_per_node)
 }
 END_TEST
 
+/* The planner's count of nodes started in their upstream's result round trip, waiting for
+ * its /metrics to answer; -1 when it does not. */
+static long started_with_result(void)
+{
+	int64_t until = sl_mono_ms() + e2e_ms(15000);
+	long v;
+
+	while ((v = e2e_port_metric(planner_port, "sluice_planner_nodes_started_with_result_total")) <
+		       0 &&
+	       sl_mono_ms() < until)
+		usleep(50000);
+	return v;
+}
+
+static char *node_state(const char *run, const char *task)
+{
+	return e2e_ti_field(run, task, -1, "state");
+}
+
+/* A chain of tasks of one instance each: each next task starts in the round trip of its
+ * upstream's result (ADR 30) with its arguments, its `when:` and its input taken from that
+ * result's output; a task whose `when:` is false, and what follows a failure, take the usual
+ * way (the count says which did which). */
+START_TEST(a_chain_starts_each_next_task_with_the_result)
+{
+	const char *want[][2] = {{"first", "SUCCEEDED"},    {"second", "SUCCEEDED"},
+				 {"third", "SUCCEEDED"},    {"fourth", "SKIPPED"},
+				 {"fifth", "FAILED"},       {"sixth", "UPSTREAM_FAILED"}};
+	long before = started_with_result(), after;
+	char *run;
+	json_t *v;
+
+	ck_assert_int_ge(before, 0);
+	run = run_to_end(FLOWS "/planner_relay.yaml", NULL, "FAILED");
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		char *s = node_state(run, want[i][0]);
+		ck_assert_msg(s && !strcmp(s, want[i][1]), "%s: %s, want %s", want[i][0],
+			      s ? s : "(nil)", want[i][1]);
+		free(s);
+	}
+	v = e2e_task_output(run, "second", -1);
+	ck_assert_int_eq(json_integer_value(v), 6);
+	json_decref(v);
+	v = e2e_task_output(run, "third", -1);
+	ck_assert_int_eq(json_integer_value(v), 6);
+	json_decref(v);
+	/* second and third started with first's and second's results; fourth was expanded with
+	 * third's but its `when:` is false (SKIPPED the usual way); fifth started after a skip,
+	 * sixth after a failure: neither with a result. */
+	after = started_with_result();
+	ck_assert_msg(after - before == 2, "%ld nodes started with a result, want 2",
+		      after - before);
+	free(run);
+}
+END_TEST
+
 int main(void)
 {
-	const TTest *tests[] = {noop_fan_out_travels_in_batches,
+	const TTest *tests[] = {a_chain_starts_each_next_task_with_the_result,
+				noop_fan_out_travels_in_batches,
 				backlog_applies_once_and_events_stay_per_node, NULL};
 
 	return e2e_run_suite("e2e_planner", start_services, stop_services, 240, tests);

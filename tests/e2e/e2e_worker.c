@@ -90,61 +90,6 @@ static void stop_services(void)
 	e2e_stop(planner, SIGTERM, 15000);
 }
 
-/* GET path from 127.0.0.1:port (HTTP/1.0); returns the status (-1 when nothing answers) and
- * the body in body (cap bytes, NUL-terminated). */
-static int http_get(int port, const char *path, char *body, size_t cap)
-{
-	struct sockaddr_in a;
-	char req[256], *buf = malloc(65536), *sep;
-	size_t n = 0;
-	ssize_t r;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
-
-	body[0] = '\0';
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_port = htons((uint16_t)port);
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-		goto out;
-	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
-		goto out;
-	while (n < 65535 && (r = read(fd, buf + n, 65535 - n)) > 0)
-		n += (size_t)r;
-	buf[n] = '\0';
-	if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
-		status = -1;
-	if ((sep = strstr(buf, "\r\n\r\n")))
-		snprintf(body, cap, "%s", sep + 4);
-out:
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	return status;
-}
-
-/* The value of an unlabelled metric in Prometheus text, or -1. */
-static long metric(const char *text, const char *name)
-{
-	char key[256];
-	const char *p;
-
-	snprintf(key, sizeof(key), "\n%s ", name);
-	if (!(p = strstr(text, key)))
-		return -1;
-	return atol(p + strlen(key));
-}
-
-static long worker_metric(int port, const char *name)
-{
-	static char body[65536];
-
-	if (http_get(port, "/metrics", body, sizeof(body)) != 200)
-		return -1;
-	return metric(body, name);
-}
-
 static char *ti_state(const char *run, const char *task, int idx)
 {
 	return e2e_ti_field(run, task, idx, "state");
@@ -269,11 +214,11 @@ START_TEST(high_priority_dispatches_start_first)
 		long waiting = -1;
 
 		while (sl_mono_ms() < until &&
-		       (waiting = worker_metric(port, "sluice_worker_dispatches_waiting")) < 12)
+		       (waiting = e2e_port_metric(port, "sluice_worker_dispatches_waiting")) < 12)
 			usleep(100000);
 		ck_assert_msg(waiting >= 12, "worker has %ld dispatches waiting, want 12", waiting);
 	}
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_busy_slots"), 1);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_busy_slots"), 1);
 	open_gate(gate);
 	state = e2e_wait_run_end(run, e2e_ms(90000));
 	ck_assert_msg(state && !strcmp(state, "SUCCEEDED"), "priority run ended %s",
@@ -294,7 +239,7 @@ START_TEST(high_priority_dispatches_start_first)
 	}
 	ck_assert_msg(hi_max < lo_min, "a low instance started at %ld, before the last high one "
 		      "at %ld", lo_min, hi_max);
-	ck_assert_int_ge(worker_metric(port, "sluice_worker_tasks_succeeded_total"), 13);
+	ck_assert_int_ge(e2e_port_metric(port, "sluice_worker_tasks_succeeded_total"), 13);
 	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
 	free(blk_state);
 	free(state);
@@ -336,8 +281,8 @@ START_TEST(inline_builtins_run_while_every_slot_is_busy)
 	st = ti_state(run, "block", -1);
 	ck_assert_str_eq(st ? st : "(nil)", "RUNNING");
 	free(st);
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_busy_slots"), 1);
-	ck_assert_int_ge(worker_metric(port, "sluice_worker_tasks_succeeded_total"), 6);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_busy_slots"), 1);
+	ck_assert_int_ge(e2e_port_metric(port, "sluice_worker_tasks_succeeded_total"), 6);
 	open_gate(gate);
 	state = e2e_wait_run_end(run, e2e_ms(30000));
 	ck_assert_str_eq(state ? state : "-", "SUCCEEDED");
@@ -365,8 +310,8 @@ START_TEST(untagged_inline_builtins_run_without_a_lease)
 	ck_assert_ptr_nonnull(run);
 	state = e2e_wait_run_end(run, e2e_ms(60000));
 	ck_assert_str_eq(state ? state : "-", "SUCCEEDED");
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_succeeded_total"), 25);
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_leases_taken_total"), 5);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_tasks_succeeded_total"), 25);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_leases_taken_total"), 5);
 	/* the result still names who ran it */
 	worker = e2e_ti_field(run, "free", 7, "worker");
 	ck_assert_str_eq(worker ? worker : "(nil)", "e2e-nolease-w");
@@ -394,16 +339,16 @@ START_TEST(health_endpoints_answer)
 	}
 	until = sl_mono_ms() + e2e_ms(30000);
 	while (sl_mono_ms() < until &&
-	       (ready = http_get(port, "/readyz", body, sizeof(body))) != 200)
+	       (ready = e2e_http_get(port, "/readyz", body, sizeof(body))) != 200)
 		usleep(100000);
 	ck_assert_int_eq(ready, 200);
-	ck_assert_int_eq(http_get(port, "/healthz", body, sizeof(body)), 200);
-	ck_assert_int_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+	ck_assert_int_eq(e2e_http_get(port, "/healthz", body, sizeof(body)), 200);
+	ck_assert_int_eq(e2e_http_get(port, "/metrics", body, sizeof(body)), 200);
 	ck_assert_msg(strstr(body, "# TYPE sluice_worker_tasks_started_total counter\n"), "%s",
 		      body);
-	ck_assert_int_eq(metric(body, "sluice_worker_slots"), 2);
-	ck_assert_int_eq(metric(body, "sluice_worker_busy_slots"), 0);
-	ck_assert_int_eq(metric(body, "sluice_worker_leases_lost_total"), 0);
+	ck_assert_int_eq(e2e_metric(body, "sluice_worker_slots"), 2);
+	ck_assert_int_eq(e2e_metric(body, "sluice_worker_busy_slots"), 0);
+	ck_assert_int_eq(e2e_metric(body, "sluice_worker_leases_lost_total"), 0);
 	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
 }
 END_TEST
@@ -676,7 +621,7 @@ static long wait_metric(int port, const char *name, long want, long ms)
 	int64_t until = sl_mono_ms() + e2e_ms(ms);
 	long v;
 
-	while ((v = worker_metric(port, name)) != want && sl_mono_ms() < until)
+	while ((v = e2e_port_metric(port, name)) != want && sl_mono_ms() < until)
 		usleep(50000);
 	return v;
 }
@@ -709,8 +654,8 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 	ck_assert_int_ge(wait_metric(port, "sluice_worker_dispatches_waiting", 2, 30000), 2);
 	/* Past the planner's 3 s lease ttl: only renewals keep the reaper from re-dispatching. */
 	sleep(5);
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_dispatches_leased_ahead"), 2);
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 1);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_dispatches_leased_ahead"), 2);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_tasks_started_total"), 1);
 	open_gate(gate);
 	st = e2e_wait_run_end(run, e2e_ms(30000));
 	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
@@ -726,7 +671,7 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 	free(st);
 	free(block);
 	free(run);
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 5);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_tasks_started_total"), 5);
 
 	/* Again, and the run is cancelled while two of its dispatches are leased ahead. */
 	block = submit_gated(E2E_FLOWS "/ahead_blocker.yaml", "ahead-gate-2", gate, sizeof(gate));
@@ -744,7 +689,7 @@ START_TEST(dispatches_leased_ahead_keep_their_leases_and_drop_when_cancelled)
 	ck_assert_str_eq(st ? st : "-", "CANCELLED");
 	free(st);
 	/* the blocker only: nothing of the cancelled run started */
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 6);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_tasks_started_total"), 6);
 	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
 	free(block);
 	free(run);
@@ -772,8 +717,8 @@ START_TEST(leases_ahead_are_refilled_two_at_a_time)
 	st = e2e_wait_run_end(run, e2e_ms(60000));
 	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
 	free(st);
-	leases = worker_metric(port, "sluice_worker_leases_taken_total");
-	calls = worker_metric(port, "sluice_worker_lease_calls_total");
+	leases = e2e_port_metric(port, "sluice_worker_leases_taken_total");
+	calls = e2e_port_metric(port, "sluice_worker_lease_calls_total");
 	/* one at a time (--lease-batch 1) takes about 60 calls */
 	ck_assert_msg(leases == 60 && calls > 0 && calls <= 40,
 		      "60 tasks: %ld leases in %ld calls", leases, calls);
@@ -831,11 +776,11 @@ START_TEST(an_idle_worker_takes_dispatches_waiting_for_a_stopped_one)
 		free(att);
 	}
 	ck_assert_int_eq(by_b, 16);
-	ck_assert_int_gt(worker_metric(bport, "sluice_worker_tasks_taken_from_others_total"), 0);
+	ck_assert_int_gt(e2e_port_metric(bport, "sluice_worker_tasks_taken_from_others_total"), 0);
 	/* Woken, the first worker fetches the dispatches taken from it and runs none. */
 	ck_assert_int_eq(kill(a, SIGCONT), 0);
 	sleep(3);
-	ck_assert_int_eq(worker_metric(aport, "sluice_worker_tasks_started_total"), 0);
+	ck_assert_int_eq(e2e_port_metric(aport, "sluice_worker_tasks_started_total"), 0);
 	ck_assert_int_eq(e2e_stop(b, SIGTERM, 15000), 0);
 	ck_assert_int_eq(e2e_stop(a, SIGTERM, 15000), 0);
 	free(state);
@@ -891,7 +836,7 @@ START_TEST(a_copy_of_a_task_that_ended_here_is_not_run_again)
 	st = e2e_wait_run_end(run, e2e_ms(30000));
 	ck_assert_str_eq(st ? st : "-", "SUCCEEDED");
 	ck_assert_int_eq(count_lines(log), 1);
-	ck_assert_int_eq(worker_metric(port, "sluice_worker_tasks_started_total"), 1);
+	ck_assert_int_eq(e2e_port_metric(port, "sluice_worker_tasks_started_total"), 1);
 	ck_assert_int_eq(e2e_stop(w, SIGTERM, 15000), 0);
 	free(st);
 	free(run);
@@ -950,16 +895,16 @@ START_TEST(a_copy_reaching_the_holder_after_many_other_tasks_is_not_run_again)
 	    ttl->integer > 700) {
 		int64_t until = sl_mono_ms() + e2e_ms(10000);
 
-		dropped_before = worker_metric(port, "sluice_worker_dispatches_dropped_total");
+		dropped_before = e2e_port_metric(port, "sluice_worker_dispatches_dropped_total");
 		e2e_produce("sluice.tasks.again-many", run, r->str, r->len);
-		while ((dropped = worker_metric(port, "sluice_worker_dispatches_dropped_total")) <=
+		while ((dropped = e2e_port_metric(port, "sluice_worker_dispatches_dropped_total")) <=
 			       dropped_before &&
 		       sl_mono_ms() < until)
 			usleep(20000);
 		/* still there: the copy met the lease, not its lapse */
 		got = sl_state_command(e2e_state(), "GET %s", lease);
 	}
-	started = worker_metric(port, "sluice_worker_tasks_started_total");
+	started = e2e_port_metric(port, "sluice_worker_tasks_started_total");
 	kill(planner, SIGCONT);
 	ck_assert_int_eq(done, 100);
 	ck_assert_msg(r && r->type == REDIS_REPLY_STRING, "no stored dispatch at %s", key);
@@ -991,13 +936,13 @@ START_TEST(planner_serves_metrics)
 {
 	static char body[65536];
 
-	ck_assert_int_eq(http_get(planner_port, "/healthz", body, sizeof(body)), 200);
-	ck_assert_int_eq(http_get(planner_port, "/readyz", body, sizeof(body)), 200);
-	ck_assert_int_eq(http_get(planner_port, "/metrics", body, sizeof(body)), 200);
+	ck_assert_int_eq(e2e_http_get(planner_port, "/healthz", body, sizeof(body)), 200);
+	ck_assert_int_eq(e2e_http_get(planner_port, "/readyz", body, sizeof(body)), 200);
+	ck_assert_int_eq(e2e_http_get(planner_port, "/metrics", body, sizeof(body)), 200);
 	/* the runs of the tests above went through this planner */
-	ck_assert_msg(metric(body, "sluice_planner_run_requests_total") >= 4, "%s", body);
-	ck_assert_msg(metric(body, "sluice_planner_task_results_total") >= 4, "%s", body);
-	ck_assert_msg(metric(body, "sluice_planner_flows") >= 4, "%s", body);
+	ck_assert_msg(e2e_metric(body, "sluice_planner_run_requests_total") >= 4, "%s", body);
+	ck_assert_msg(e2e_metric(body, "sluice_planner_task_results_total") >= 4, "%s", body);
+	ck_assert_msg(e2e_metric(body, "sluice_planner_flows") >= 4, "%s", body);
 }
 END_TEST
 

@@ -1,6 +1,7 @@
 /* e2e.c - helpers for end-to-end suites: services as child processes, the CLI, Redis reads. */
 #include "e2e.h"
 
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -315,4 +316,61 @@ int e2e_free_port(void)
 	if (fd >= 0)
 		close(fd);
 	return port;
+}
+
+/* GET path from 127.0.0.1:port (HTTP/1.0); returns the status (-1 when nothing answers) and
+ * the body in body (cap bytes, NUL-terminated). */
+int e2e_http_get(int port, const char *path, char *body, size_t cap)
+{
+	struct sockaddr_in a;
+	char req[256], *buf = malloc(65536), *sep;
+	size_t n = 0;
+	ssize_t r;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
+
+	body[0] = '\0';
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_port = htons((uint16_t)port);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		goto out;
+	snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		goto out;
+	while (n < 65535 && (r = read(fd, buf + n, 65535 - n)) > 0)
+		n += (size_t)r;
+	buf[n] = '\0';
+	if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+		status = -1;
+	if ((sep = strstr(buf, "\r\n\r\n")))
+		snprintf(body, cap, "%s", sep + 4);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	return status;
+}
+
+/* The value of an unlabelled metric in Prometheus text, or -1. */
+long e2e_metric(const char *text, const char *name)
+{
+	char key[256];
+	const char *p;
+
+	snprintf(key, sizeof(key), "\n%s ", name);
+	if (!(p = strstr(text, key)))
+		return -1;
+	return atol(p + strlen(key));
+}
+
+long e2e_port_metric(int port, const char *name)
+{
+	char *body = malloc(65536);
+	long v = -1;
+
+	if (body && e2e_http_get(port, "/metrics", body, 65536) == 200)
+		v = e2e_metric(body, name);
+	free(body);
+	return v;
 }

@@ -75,4 +75,12 @@ int e2e_find_deadletter(const char *needle, const void *payload, size_t len, lon
 /* A loopback port nobody listens on right now (the kernel's pick for port 0), or -1. */
 int e2e_free_port(void);
 
+/* GET path from 127.0.0.1:port (HTTP/1.0); returns the status (-1 when nothing answers) and
+ * the body in body (cap bytes, NUL-terminated). */
+int e2e_http_get(int port, const char *path, char *body, size_t cap);
+/* The value of an unlabelled metric in Prometheus text, or -1. */
+long e2e_metric(const char *text, const char *name);
+/* The value of unlabelled metric name on the /metrics of 127.0.0.1:port, or -1. */
+long e2e_port_metric(int port, const char *name);
+
 #endif

@@ -235,26 +235,58 @@ static int push_instances(struct args *a, const struct sl_ti_new *tis, size_t n)
 /* Instances written per script call inside a node start's transaction. */
 #define NODE_START_BATCH 1000
 
+/* Appends an owned copy of the key "sluice:{run}:<prefix><task><suffix>". */
+static int args_key(struct args *a, const char *run, const char *prefix, const char *task,
+		    const char *suffix)
+{
+	char *s;
+
+	if (args_grow(a) || !(s = malloc(STATE_KEY_MAX)))
+		return -1;
+	state_key(s, STATE_KEY_MAX, run, "%s%s%s", prefix, task, suffix);
+	a->owned[a->nowned++] = s;
+	return args_push(a, s, strlen(s));
+}
+
+/* Appends node_start's 2 keys and its arguments for start (guard "" or "ready"), with its
+ * first NODE_START_BATCH instances. */
+static int node_start_args(struct args *a, const struct sl_node_start_in *in, const char *guard)
+{
+	size_t first = in->n < NODE_START_BATCH ? in->n : NODE_START_BATCH;
+
+	return args_key(a, in->run, "run", "", "") || args_key(a, in->run, "node:", in->task, "") ||
+	       args_str(a, in->task) || args_fmt(a, "%lld", (long long)in->total) ||
+	       args_fmt(a, "%lld", (long long)in->now_ms) ||
+	       args_key(a, in->run, "node:", "", "") || args_key(a, in->run, "ti:", in->task, ":") ||
+	       args_fmt(a, "%lld", in->max_attempts) || args_str(a, guard) ||
+	       push_instances(a, in->tis, first);
+}
+
+/* After node_start answered out for in: writes the instances past the first batch of a node
+ * that started (or resumes), batch by batch. */
+static enum sl_err node_start_rest(struct sl_state *st, const struct sl_node_start_in *in,
+				   const struct sl_transition *out)
+{
+	if (in->n <= NODE_START_BATCH ||
+	    (strcmp(out->outcome, "started") && strcmp(out->outcome, "resume")))
+		return SL_OK;
+	return sl_state_ti_add(st, in->run, in->task, in->max_attempts, in->tis + NODE_START_BATCH,
+			       in->n - NODE_START_BATCH, in->now_ms, NULL, NULL);
+}
+
 enum sl_err sl_state_node_start(struct sl_state *st, const char *run, const char *task,
 				size_t total, int max_attempts, const struct sl_ti_new *tis,
 				size_t n, int64_t now_ms, struct sl_transition *out)
 {
-	char run_key[STATE_KEY_MAX], node_key[STATE_KEY_MAX], node_prefix[STATE_KEY_MAX],
-		ti_prefix[STATE_KEY_MAX];
-	size_t first = n < NODE_START_BATCH ? n : NODE_START_BATCH;
+	const struct sl_node_start_in in = {.run = run, .task = task, .total = total,
+					    .max_attempts = max_attempts, .tis = tis, .n = n,
+					    .now_ms = now_ms};
 	struct args a = {0};
 	redisReply *r = NULL;
 	enum sl_err err = SL_ERR_NOMEM;
 
 	memset(out, 0, sizeof(*out));
-	state_key(run_key, sizeof(run_key), run, "run");
-	state_key(node_key, sizeof(node_key), run, "node:%s", task);
-	state_key(node_prefix, sizeof(node_prefix), run, "node:");
-	state_key(ti_prefix, sizeof(ti_prefix), run, "ti:%s:", task);
-	if (args_str(&a, run_key) || args_str(&a, node_key) || args_str(&a, task) ||
-	    args_fmt(&a, "%lld", (long long)total) || args_fmt(&a, "%lld", (long long)now_ms) ||
-	    args_str(&a, node_prefix) || args_str(&a, ti_prefix) ||
-	    args_fmt(&a, "%lld", max_attempts) || push_instances(&a, tis, first))
+	if (node_start_args(&a, &in, ""))
 		goto out;
 	err = SL_ERR_REDIS;
 	if (!(r = state_eval(st, "node_start", 2, a.n, a.v, a.len)))
@@ -262,9 +294,7 @@ enum sl_err sl_state_node_start(struct sl_state *st, const char *run, const char
 	if ((err = reply_to_transition(r, out)) != SL_OK)
 		goto out;
 	/* The rest, batch by batch; a started node resumes where a dead planner stopped. */
-	if (n > first && (!strcmp(out->outcome, "started") || !strcmp(out->outcome, "resume")))
-		err = sl_state_ti_add(st, run, task, max_attempts, tis + first, n - first, now_ms,
-				      NULL, NULL);
+	err = node_start_rest(st, &in, out);
 out:
 	if (r)
 		freeReplyObject(r);
@@ -444,16 +474,20 @@ static void result_args(const struct sl_result_in *res, char *buf, const char **
 #undef ARG_NUM
 }
 
-enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
-				       size_t n, struct sl_transition *out, enum sl_err *errs)
+enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_result_in *res,
+					   size_t n, struct sl_transition *out, enum sl_err *errs,
+					   const struct sl_node_start_in *starts, size_t nstarts,
+					   struct sl_transition *start_out, enum sl_err *start_errs)
 {
 	size_t ncalls = (n + SL_RESULTS_PER_CALL - 1) / SL_RESULTS_PER_CALL, bytes = 0;
-	const char **v = NULL, **cv = NULL;
+	size_t total = ncalls + nstarts;
+	const char **v = NULL, **cv = NULL, **names = NULL;
 	size_t *len = NULL, *clen = NULL;
 	const char *const **argvp = NULL;
 	const size_t **lensp = NULL;
 	int *argc = NULL, *nkeys = NULL;
 	redisReply **replies = NULL;
+	struct args *sa = NULL;
 	char *buf = NULL, *w;
 	enum sl_err err = SL_ERR_NOMEM;
 
@@ -462,19 +496,26 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 		errs[i] = SL_ERR_NOMEM;
 		bytes += result_args_size(&res[i]);
 	}
-	if (!n)
+	for (size_t j = 0; j < nstarts; j++) {
+		memset(&start_out[j], 0, sizeof(start_out[j]));
+		start_errs[j] = SL_ERR_NOMEM;
+	}
+	if (!total)
 		return SL_OK;
-	v = malloc(sizeof(*v) * n * RESULT_ARGC);
-	len = malloc(sizeof(*len) * n * RESULT_ARGC);
-	cv = malloc(sizeof(*cv) * n * RESULT_ARGC);
-	clen = malloc(sizeof(*clen) * n * RESULT_ARGC);
-	argvp = malloc(sizeof(*argvp) * ncalls);
-	lensp = malloc(sizeof(*lensp) * ncalls);
-	argc = malloc(sizeof(*argc) * ncalls);
-	nkeys = malloc(sizeof(*nkeys) * ncalls);
-	replies = calloc(ncalls, sizeof(*replies));
-	buf = malloc(bytes);
-	if (!v || !len || !cv || !clen || !argvp || !lensp || !argc || !nkeys || !replies || !buf)
+	v = malloc(sizeof(*v) * (n ? n : 1) * RESULT_ARGC);
+	len = malloc(sizeof(*len) * (n ? n : 1) * RESULT_ARGC);
+	cv = malloc(sizeof(*cv) * (n ? n : 1) * RESULT_ARGC);
+	clen = malloc(sizeof(*clen) * (n ? n : 1) * RESULT_ARGC);
+	names = malloc(sizeof(*names) * total);
+	argvp = malloc(sizeof(*argvp) * total);
+	lensp = malloc(sizeof(*lensp) * total);
+	argc = malloc(sizeof(*argc) * total);
+	nkeys = malloc(sizeof(*nkeys) * total);
+	replies = calloc(total, sizeof(*replies));
+	sa = calloc(nstarts ? nstarts : 1, sizeof(*sa));
+	buf = malloc(bytes ? bytes : 1);
+	if (!v || !len || !cv || !clen || !names || !argvp || !lensp || !argc || !nkeys ||
+	    !replies || !sa || !buf)
 		goto out;
 	w = buf;
 	for (size_t i = 0; i < n; i++) {
@@ -495,12 +536,23 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 					av[k] = v[i * RESULT_ARGC + (size_t)j];
 					al[k] = len[i * RESULT_ARGC + (size_t)j];
 				}
+		names[c] = "result_apply";
 		argvp[c] = av;
 		lensp[c] = al;
 		argc[c] = (int)(count * RESULT_ARGC);
 		nkeys[c] = (int)(count * RESULT_NKEYS);
 	}
-	state_eval_pipeline(st, "result_apply", ncalls, nkeys, argc, argvp, lensp, replies);
+	/* Then the guarded starts, after every result they may depend on. */
+	for (size_t j = 0; j < nstarts; j++) {
+		if (node_start_args(&sa[j], &starts[j], "ready"))
+			goto out;
+		names[ncalls + j] = "node_start";
+		argvp[ncalls + j] = sa[j].v;
+		lensp[ncalls + j] = sa[j].len;
+		argc[ncalls + j] = sa[j].n;
+		nkeys[ncalls + j] = 2;
+	}
+	state_eval_pipeline_of(st, names, total, nkeys, argc, argvp, lensp, replies);
 	err = SL_OK;
 	for (size_t i = 0; i < n; i++) {
 		const redisReply *r = replies[i / SL_RESULTS_PER_CALL];
@@ -513,21 +565,40 @@ enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_resu
 		if (errs[i] != SL_OK && err == SL_OK)
 			err = errs[i];
 	}
+	for (size_t j = 0; j < nstarts; j++) {
+		redisReply *r = replies[ncalls + j];
+
+		start_errs[j] = r ? reply_to_transition(r, &start_out[j]) : SL_ERR_REDIS;
+		if (start_errs[j] == SL_OK)
+			start_errs[j] = node_start_rest(st, &starts[j], &start_out[j]);
+		if (start_errs[j] != SL_OK && err == SL_OK)
+			err = start_errs[j];
+	}
 out:
-	for (size_t c = 0; replies && c < ncalls; c++)
+	for (size_t c = 0; replies && c < total; c++)
 		if (replies[c])
 			freeReplyObject(replies[c]);
+	for (size_t j = 0; sa && j < nstarts; j++)
+		args_free(&sa[j]);
+	free(sa);
 	free(replies);
 	free(buf);
 	free(argc);
 	free(nkeys);
 	free(lensp);
 	free(argvp);
+	free(names);
 	free(clen);
 	free(cv);
 	free(len);
 	free(v);
 	return err;
+}
+
+enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
+				       size_t n, struct sl_transition *out, enum sl_err *errs)
+{
+	return sl_state_result_apply_starting(st, res, n, out, errs, NULL, 0, NULL, NULL);
 }
 
 enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,

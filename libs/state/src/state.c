@@ -354,21 +354,27 @@ static int append_evalsha(redisContext *c, const char *sha, const char *nk, int 
 	return rc;
 }
 
-void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, const int *nkeys,
-			 const int *argc, const char *const *const *argv,
-			 const size_t *const *lens, redisReply **replies)
+/* Calls of script name, or of names[i] when names is not NULL (see state_eval_pipeline()). */
+static void eval_pipeline(struct sl_state *st, const char *name, const char *const *names,
+			  size_t count, const int *nkeys, const int *argc,
+			  const char *const *const *argv, const size_t *const *lens,
+			  redisReply **replies)
 {
-	int idx = script_index(name);
+	int *idx = calloc(count ? count : 1, sizeof(*idx));
 	unsigned char *fin = calloc(count ? count : 1, 1);
 
 	for (size_t i = 0; i < count; i++)
 		replies[i] = NULL;
-	if (idx < 0) {
-		SL_ERROR("redis: no script named %s", name);
+	if (!idx || !fin)
 		goto out;
+	for (size_t i = 0; i < count; i++) {
+		if (names)
+			name = names[i];
+		if ((idx[i] = script_index(name)) < 0) {
+			SL_ERROR("redis: no script named %s", name);
+			goto out;
+		}
 	}
-	if (!fin)
-		goto out;
 	for (int tries = 0; tries < 3; tries++) {
 		int reload = 0, pending = 0;
 
@@ -381,9 +387,10 @@ void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, co
 				continue;
 			snprintf(nk, sizeof(nk), "%d", nkeys[i]);
 			/* copied into the output buffer here; sent by the first redisGetReply */
-			if (append_evalsha(st->c, st->sha[idx], nk, argc[i], argv[i],
+			if (append_evalsha(st->c, st->sha[idx[i]], nk, argc[i], argv[i],
 					   lens ? lens[i] : NULL) != REDIS_OK) {
-				SL_WARN("redis pipeline %s: out of memory", name);
+				SL_WARN("redis pipeline %s: out of memory",
+					sl_lua_scripts[idx[i]].name);
 				redisFree(st->c);
 				st->c = NULL;
 			}
@@ -394,7 +401,8 @@ void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, co
 			if (fin[i])
 				continue;
 			if (redisGetReply(st->c, (void **)&r) != REDIS_OK) {
-				SL_WARN("redis EVALSHA %s (pipelined): %s", name, st->c->errstr);
+				SL_WARN("redis EVALSHA %s (pipelined): %s",
+					sl_lua_scripts[idx[i]].name, st->c->errstr);
 				redisFree(st->c);
 				st->c = NULL;
 				break;
@@ -406,7 +414,7 @@ void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, co
 			}
 			fin[i] = 1;
 			if (r->type == REDIS_REPLY_ERROR) {
-				SL_ERROR("redis script %s: %s", name, r->str);
+				SL_ERROR("redis script %s: %s", sl_lua_scripts[idx[i]].name, r->str);
 				freeReplyObject(r);
 				continue;
 			}
@@ -423,6 +431,21 @@ void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, co
 	}
 out:
 	free(fin);
+	free(idx);
+}
+
+void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, const int *nkeys,
+			 const int *argc, const char *const *const *argv,
+			 const size_t *const *lens, redisReply **replies)
+{
+	eval_pipeline(st, name, NULL, count, nkeys, argc, argv, lens, replies);
+}
+
+void state_eval_pipeline_of(struct sl_state *st, const char *const *names, size_t count,
+			    const int *nkeys, const int *argc, const char *const *const *argv,
+			    const size_t *const *lens, redisReply **replies)
+{
+	eval_pipeline(st, NULL, names, count, nkeys, argc, argv, lens, replies);
 }
 
 void state_key(char *buf, size_t cap, const char *run, const char *fmt, ...)

@@ -44,6 +44,12 @@ void state_eval_pipeline(struct sl_state *st, const char *name, size_t count, co
 			 const int *argc, const char *const *const *argv,
 			 const size_t *const *lens, redisReply **replies);
 
+/* As state_eval_pipeline(), call i running script names[i] (calls of several scripts in one
+ * round trip, still in order). */
+void state_eval_pipeline_of(struct sl_state *st, const char *const *names, size_t count,
+			    const int *nkeys, const int *argc, const char *const *const *argv,
+			    const size_t *const *lens, redisReply **replies);
+
 /* Formats a key into buf: "sluice:{<run>}:<suffix...>". */
 void state_key(char *buf, size_t cap, const char *run, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

@@ -207,6 +207,119 @@ START_TEST(results_release_downstream_and_finish_run)
 }
 END_TEST
 
+/* Applies the result of (task, idx, attempt) with a guarded start of node (ADR 30), one
+ * instance; the result's transition in *t, the start's in *ts. */
+static void apply_starting(const char *run, const char *task, int idx, unsigned attempt,
+			   const char *status, const char *node, struct sl_transition *t,
+			   struct sl_transition *ts)
+{
+	struct sl_result_in res = {.run = run, .task = task, .idx = idx, .attempt = attempt,
+				   .status = status, .output = "42", .output_len = 2,
+				   .error = "", .worker = "w1", .started_ms = 1, .finished_ms = 2,
+				   .now_ms = 5000, .retry_delay_ms = 100};
+	struct sl_ti_new ti = {.idx = -1, .dispatch = "next", .len = 4};
+	struct sl_node_start_in start = {.run = run, .task = node, .total = 1, .max_attempts = 1,
+					 .tis = &ti, .n = 1, .now_ms = 6000};
+	enum sl_err err, serr;
+
+	ck_assert_int_eq(sl_state_result_apply_starting(st, &res, 1, t, &err, &start, 1, ts, &serr),
+			 SL_OK);
+	ck_assert_int_eq(err, SL_OK);
+	ck_assert_int_eq(serr, SL_OK);
+}
+
+/* apply_starting(), expecting the result's outcome want and the start's want_start. */
+static void ck_apply_starting(const char *run, const char *task, int idx, unsigned attempt,
+			      const char *status, const char *node, const char *want,
+			      const char *want_start)
+{
+	struct sl_transition t, ts;
+
+	apply_starting(run, task, idx, attempt, status, node, &t, &ts);
+	ck_assert_str_eq(t.outcome, want);
+	ck_assert_str_eq(ts.outcome, want_start);
+	sl_transition_clear(&t);
+	sl_transition_clear(&ts);
+}
+
+static long zscore_exists(const char *key, const char *member)
+{
+	redisReply *r = sl_state_command(st, "ZSCORE %s %s", key, member);
+	long found;
+
+	ck_assert_ptr_nonnull(r);
+	found = r->type == REDIS_REPLY_STRING;
+	freeReplyObject(r);
+	return found;
+}
+
+/* A start sent with a result (ADR 30) happens only when the result left the node ready with
+ * nothing failed or skipped upstream; otherwise it changes nothing and the node waits for
+ * the usual start (the reaper's index keeps a ready one). */
+START_TEST(a_start_sent_with_a_result_needs_the_node_ready)
+{
+	struct sl_run_node nodes[] = {{"x", 0, "y", 1}, {"y", 1, "", 1}};
+	struct sl_run_new rn = {.run_id = "r2", .flow = "f", .params_json = "{}", .intent = "normal",
+				.source = "flow: f", .source_len = 7, .requested_by = "test",
+				.trace_id = "t", .tasks_csv = "x,y", .nodes = nodes, .nnodes = 2,
+				.now_ms = 1000};
+	struct sl_transition t, ts;
+	char dup[64];
+
+	/* r1: a (2 instances, 3 attempts) -> b. A retried failure, then a's first instance:
+	 * b still waits for a. */
+	create_run("r1", NULL);
+	start_node("r1", "a", 2, 3, &t);
+	sl_transition_clear(&t);
+	ck_apply_starting("r1", "a", 0, 1, "FAILED", "b", "retry", "unready");
+	ck_apply_starting("r1", "a", 1, 1, "SUCCEEDED", "b", "applied", "unready");
+	ck_field("sluice:{r1}:node:b", "state", "WAITING");
+	ck_assert_ptr_null(hget("sluice:{r1}:ti:b:-1", "state"));
+
+	/* a's retry is due; its success, a's last result, releases b: started with it */
+	{
+		struct sl_due *due;
+		size_t n;
+		ck_assert_int_eq(sl_state_timers_due(st, 6000, 10, &due, &n), SL_OK);
+		ck_assert_uint_eq(n, 1);
+		sl_due_free(due, n);
+	}
+	apply_starting("r1", "a", 0, 2, "SUCCEEDED", "b", &t, &ts);
+	ck_assert_str_eq(t.outcome, "node_done");
+	ck_assert_uint_eq(t.nready, 1);
+	ck_assert_str_eq(t.ready[0], "b");
+	ck_assert_str_eq(ts.outcome, "started");
+	sl_transition_clear(&t);
+	sl_transition_clear(&ts);
+	ck_field("sluice:{r1}:node:b", "state", "ACTIVE");
+	ck_field("sluice:{r1}:ti:b:-1", "state", "DISPATCHED");
+	ck_field("sluice:{r1}:ti:b:-1", "queued_ms", "6000");
+	ck_field("sluice:{r1}:disp:b", "-1", "next");
+	ck_assert_int_eq(zscore_exists("sluice:pending", "sluice:{r1}:node:b"), 0);
+	ck_assert_int_eq(zscore_exists("sluice:active", "sluice:{r1}:ti:b:-1"), 1);
+	/* the same again (a redelivery): the result is stale, the start changes nothing */
+	ck_apply_starting("r1", "a", 0, 2, "SUCCEEDED", "b", "stale", "unready");
+	ck_field("sluice:{r1}:node:b", "total", "1");
+
+	/* r2: x (one attempt) -> y. x fails: y is ready with a failed upstream, so the start
+	 * (made as if x succeeded) is refused and y stays in the reaper's index until the
+	 * usual start ends it UPSTREAM_FAILED. */
+	ck_assert_int_eq(sl_state_run_create(st, &rn, dup, sizeof(dup)), SL_OK);
+	start_node("r2", "x", 1, 1, &t);
+	sl_transition_clear(&t);
+	apply_starting("r2", "x", 0, 1, "FAILED", "y", &t, &ts);
+	ck_assert_str_eq(t.outcome, "node_done");
+	ck_assert_uint_eq(t.nready, 1);
+	ck_assert_str_eq(ts.outcome, "unready");
+	sl_transition_clear(&t);
+	sl_transition_clear(&ts);
+	ck_field("sluice:{r2}:node:y", "state", "WAITING");
+	ck_field("sluice:{r2}:node:y", "up_failed", "1");
+	ck_assert_ptr_null(hget("sluice:{r2}:ti:y:-1", "state"));
+	ck_assert_int_eq(zscore_exists("sluice:pending", "sluice:{r2}:node:y"), 1);
+}
+END_TEST
+
 START_TEST(failure_retries_then_fails_node_and_run)
 {
 	struct sl_transition t;
@@ -1344,6 +1457,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, create_is_idempotent);
+	tcase_add_test(tc, a_start_sent_with_a_result_needs_the_node_ready);
 	tcase_add_test(tc, lease_is_fenced_by_attempt);
 	tcase_add_test(tc, applied_result_releases_the_lease);
 	tcase_add_test(tc, results_release_downstream_and_finish_run);

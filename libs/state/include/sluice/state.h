@@ -276,6 +276,33 @@ enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in
 enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
 				       size_t n, struct sl_transition *out, enum sl_err *errs);
 
+/* A node start made in the round trip of results (ADR 30): node_start as
+ * sl_state_node_start() makes it, guarded: the node starts only if, once the results are
+ * applied, it is WAITING with no upstream left and none failed or skipped (its expansion,
+ * made before the results were applied, assumed exactly that); otherwise its outcome is
+ * "unready" and nothing changed. Strings and instances borrowed. */
+struct sl_node_start_in {
+	const char *run;
+	const char *task;
+	size_t total;
+	int max_attempts;
+	const struct sl_ti_new *tis; /* n instances; the first 1000 go with the start */
+	size_t n;
+	int64_t now_ms;
+};
+
+/* sl_state_result_apply_many(), then the guarded starts starts[0..nstarts) in the same
+ * pipeline: one round trip and, read by Redis in one event-loop turn, one fsync where a result
+ * and the start it allows would take two in sequence. start_out[j] (clear with
+ * sl_transition_clear()) and start_errs[j] get start j's transition ("started", "unready",
+ * "ended", "stale") and status; the instances of a started node past its first 1000 are
+ * written after the round trip (sl_state_ti_add()). Returns SL_OK when every call succeeded,
+ * else the first failure. */
+enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_result_in *res,
+					   size_t n, struct sl_transition *out, enum sl_err *errs,
+					   const struct sl_node_start_in *starts, size_t nstarts,
+					   struct sl_transition *start_out, enum sl_err *start_errs);
+
 /* A retry that is due: the instance is DISPATCHED again with attempt; dispatch holds the
  * stored TaskDispatch bytes (of an earlier attempt: re-encode with the new attempt). */
 struct sl_due {
