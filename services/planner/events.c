@@ -14,7 +14,7 @@ static void publish(struct planner *p, Sluice__V1__RunEvent *ev)
 	if (!buf)
 		return;
 	sluice__v1__run_event__pack(ev, buf);
-	sl_kafka_produce(p->producer, SL_TOPIC_RUN_EVENTS, ev->run_id, strlen(ev->run_id), buf, len,
+	sl_kafka_produce(p->events, SL_TOPIC_RUN_EVENTS, ev->run_id, strlen(ev->run_id), buf, len,
 			 NULL);
 	free(buf);
 }

@@ -248,7 +248,10 @@ int main(int argc, char **argv)
 	if (p.producer)
 		p.dispatcher = sl_kafka_producer_new_unordered(
 			p.cfg.kafka_brokers, PLANNER_DISPATCH_LINGER_MS, err, sizeof(err));
-	if (!p.producer || !p.dispatcher) {
+	if (p.dispatcher)
+		p.events = sl_kafka_producer_new(p.cfg.kafka_brokers, PLANNER_EVENTS_LINGER_MS, NULL,
+						 NULL, err, sizeof(err));
+	if (!p.producer || !p.dispatcher || !p.events) {
 		SL_ERROR("kafka producer: %s", err);
 		goto out;
 	}
@@ -288,6 +291,7 @@ int main(int argc, char **argv)
 		planner_on_schedules(&p);
 		sl_kafka_producer_poll(p.producer, 0);
 		sl_kafka_producer_poll(p.dispatcher, 0);
+		sl_kafka_producer_poll(p.events, 0);
 		if (reload_requested) {
 			reload_requested = 0;
 			planner_flows_destroy(p.flows);
@@ -301,6 +305,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	sl_kafka_consumer_destroy(p.consumer);
+	sl_kafka_producer_destroy(p.events);
 	sl_kafka_producer_destroy(p.dispatcher);
 	sl_kafka_producer_destroy(p.producer);
 	sl_state_destroy(p.state);

@@ -49,11 +49,16 @@ struct sl_metric; /* sluice/health.h */
  * unacknowledged are held and then leave together (a fan-out), lingering this many ms so that
  * they share one request. */
 #define PLANNER_DISPATCH_LINGER_MS 5
+/* Run events are for people and dashboards: they linger this long so that a chain's events
+ * share a broker request instead of adding one to every hop (measured in docs/performance.md,
+ * "Levers applied"). */
+#define PLANNER_EVENTS_LINGER_MS 25
 
 struct planner {
 	struct planner_config cfg;
-	struct sl_kafka_producer *producer;   /* ordered: run events, requests, dead letters */
+	struct sl_kafka_producer *producer;   /* ordered: requests, cached results, dead letters */
 	struct sl_kafka_producer *dispatcher; /* unordered: task dispatches */
+	struct sl_kafka_producer *events;     /* ordered, lingering: run events */
 	struct sl_kafka_consumer *consumer;
 	struct sl_state *state;
 	struct planner_flows *flows;
