@@ -274,28 +274,24 @@ static void node_ended_event(struct planner *p, const struct planner_result *r)
 }
 
 /* Starts the nodes r's result made ready, but the one started with it (ADR 30), which is
- * dispatched instead. */
+ * dispatched instead and leaves r's ready list (so a retried follow-up skips it too). */
 static enum sl_err start_ready(struct planner *p, struct planner_result *r)
 {
 	const char *started = planner_spec_started(r->spec);
-	char **names;
-	size_t k = 0;
 	enum sl_err rc;
 
 	if ((rc = planner_spec_dispatch(p, r->spec)) != SL_OK)
 		return rc;
-	if (strcmp(r->tr.outcome, "node_done") || !r->tr.nready)
+	if (strcmp(r->tr.outcome, "node_done"))
 		return SL_OK;
-	if (!started)
-		return planner_start_nodes(p, r->run, r->tr.ready, r->tr.nready);
-	if (!(names = malloc(r->tr.nready * sizeof(*names))))
-		return SL_ERR_NOMEM;
-	for (size_t i = 0; i < r->tr.nready; i++)
+	for (size_t i = 0; started && i < r->tr.nready; i++) {
 		if (strcmp(r->tr.ready[i], started))
-			names[k++] = r->tr.ready[i];
-	rc = k ? planner_start_nodes(p, r->run, names, k) : SL_OK;
-	free(names);
-	return rc;
+			continue;
+		free(r->tr.ready[i]);
+		r->tr.ready[i] = r->tr.ready[--r->tr.nready];
+		break;
+	}
+	return r->tr.nready ? planner_start_nodes(p, r->run, r->tr.ready, r->tr.nready) : SL_OK;
 }
 
 enum sl_err planner_result_follow_up(struct planner *p, struct planner_result *r)

@@ -104,13 +104,21 @@ static void start_node(const char *run, const char *task, size_t n, int max_atte
 			 SL_OK);
 }
 
+/* The result the tests apply: output 42 from worker w1, recorded at 5000 ms. */
+static struct sl_result_in result_in(const char *run, const char *task, int idx,
+				     unsigned attempt, const char *status)
+{
+	return (struct sl_result_in){.run = run, .task = task, .idx = idx, .attempt = attempt,
+				     .status = status, .output = "42", .output_len = 2,
+				     .error = "", .worker = "w1", .started_ms = 1, .finished_ms = 2,
+				     .now_ms = 5000, .retry_delay_ms = 100};
+}
+
 static enum sl_err apply(const char *run, const char *task, int idx, unsigned attempt,
 			 const char *status, struct sl_transition *t)
 {
-	struct sl_result_in res = {.run = run, .task = task, .idx = idx, .attempt = attempt,
-				   .status = status, .output = "42", .output_len = 2,
-				   .error = "", .worker = "w1", .started_ms = 1, .finished_ms = 2,
-				   .now_ms = 5000, .retry_delay_ms = 100};
+	struct sl_result_in res = result_in(run, task, idx, attempt, status);
+
 	return sl_state_result_apply(st, &res, t);
 }
 
@@ -213,10 +221,7 @@ static void apply_starting(const char *run, const char *task, int idx, unsigned 
 			   const char *status, const char *node, struct sl_transition *t,
 			   struct sl_transition *ts)
 {
-	struct sl_result_in res = {.run = run, .task = task, .idx = idx, .attempt = attempt,
-				   .status = status, .output = "42", .output_len = 2,
-				   .error = "", .worker = "w1", .started_ms = 1, .finished_ms = 2,
-				   .now_ms = 5000, .retry_delay_ms = 100};
+	struct sl_result_in res = result_in(run, task, idx, attempt, status);
 	struct sl_ti_new ti = {.idx = -1, .dispatch = "next", .len = 4};
 	struct sl_node_start_in start = {.run = run, .task = node, .total = 1, .max_attempts = 1,
 					 .tis = &ti, .n = 1, .now_ms = 6000};
