@@ -434,13 +434,20 @@ class Bench:
         # Where a hop goes, from the instances' own ms timestamps (means: sub-ms over n): the
         # planner writes queued_ms with the instance, the worker started_ms with its lease
         # and finished_ms when the task ended.
+        # A task a worker ran carried with its upstream (ADR 31) started before the planner
+        # recorded it (queued_ms): its hop crossed no broker. The parts are of the others.
         parts = None
         if all(x[0] is not None and x[2] is not None for x in reps):
             q = [int(x[2]) for x in reps]
             st = [int(x[0]) for x in reps]
-            parts = {"queued_to_started": statistics.mean(b - a for a, b in zip(q, st)),
-                     "started_to_finished": statistics.mean(b - a for a, b in zip(st, fin)),
-                     "finished_to_next_queued": statistics.mean(b - a for a, b in zip(fin, q[1:]))}
+            sent = [i for i in range(1, n) if q[i] <= st[i]]
+            parts = {"carried": n - 1 - len(sent), "dispatched": len(sent)}
+            if sent:
+                parts.update({
+                    "queued_to_started": statistics.mean(st[i] - q[i] for i in sent),
+                    "started_to_finished": statistics.mean(fin[i] - st[i] for i in sent),
+                    "finished_to_next_queued": statistics.mean(q[i] - fin[i - 1] for i in sent),
+                    "dispatched_median_hop_ms": statistics.median(fin[i] - fin[i - 1] for i in sent)})
         # span: first start to last finish, i.e. without the CLI's start and the run's creation
         return {"run": r["run"], "seconds": r["seconds"], "per_hop_ms": r["seconds"] * 1000.0 / n,
                 "span_per_hop_ms": (fin[-1] - first_start) / n if first_start else None,
@@ -1073,8 +1080,13 @@ def render(rows, bench, info):
                          f"{dask['per_hop_ms'] / 4:.2f} ms")
             base.append(line)
     parts = ((bench.results.get(2) or {}).get("sluice") or {}).get("hop_parts_ms")
-    if parts:
-        base.append("- sluice's chain hop in parts (means over its instances' own ms timestamps): written by "
+    if parts and "carried" in parts:
+        base.append(f"- sluice's chain hops: {parts['carried']} carried (the worker ran the task right after "
+                    "its upstream, before the planner recorded it, ADR 31: no broker in the hop), "
+                    f"{parts['dispatched']} dispatched through the planner and the broker")
+    if parts and "queued_to_started" in parts:
+        base.append("- sluice's dispatched chain hop in parts (means over its instances' own ms timestamps): "
+                    f"median {parts.get('dispatched_median_hop_ms', float('nan')):.2f} ms; written by "
                     f"the planner -> started on a worker {parts['queued_to_started']:.2f} ms (the one durable "
                     "write of the result and the next node's start, ADR 30, the dispatch's Kafka hop, and a "
                     "lease's write for a task that takes one: a noop takes none, ADR 25), started -> finished "

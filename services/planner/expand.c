@@ -147,14 +147,80 @@ static enum sl_err produce_dispatch(struct planner *p, const char *queue, int pr
 	return sl_kafka_produce(p->dispatcher, topic, key, strlen(key), buf, len, NULL);
 }
 
-/* Encodes the TaskDispatch of one instance. Caller frees *buf. */
+static ssize_t sole_downstream(const struct sl_flow *flow, size_t u);
+
 static enum sl_err encode_dispatch(struct planner *p, struct planner_run *run,
 				   const struct sl_flow_task *t, const char *queue,
-				   const struct sl_instance *in, uint8_t **buf, size_t *len)
+				   const struct sl_instance *in, int carry, uint8_t **buf,
+				   size_t *len);
+
+/* A task the planner lets a worker carry (ADR 31): an inline built-in that takes no lease
+ * (pure, microseconds, nothing to fence or to count against a limit) and no cached result. */
+static int carriable(const struct sl_flow_task *t)
+{
+	return t->kind == SL_TASK_BUILTIN && sl_flow_builtin_is_inline(t->builtin) &&
+	       t->ntags == 0 && !t->nmap && !t->cache;
+}
+
+/* The encoded dispatch (*buf, caller frees; NULL when none) of the task a worker may run
+ * right after task u of run, which went to queue, succeeds (ADR 31): u's first downstream
+ * whose only upstream is u (the one planner_spec_new() starts with u's result), when it is
+ * carriable, its gate lets it run and its route keeps queue without reading u's result, and
+ * it expands to one instance without reading it either. It carries its own next one while
+ * carry (the levels left) is above 1. Anything else (a flow error included) carries nothing:
+ * the task then starts as usual, and its errors show then. */
+static void carry_encode(struct planner *p, struct planner_run *run, size_t u,
+			 const char *queue, int carry, uint8_t **buf, size_t *len)
+{
+	const struct sl_flow *flow = run->flow;
+	struct upstream_ud ud = {p, run, NULL, 1, 0};
+	struct sl_expand_ctx ctx = {.run_id = run->id, .flow = flow->name, .intent = run->intent,
+				    .params = run->params, .upstream_outputs = upstream_outputs,
+				    .ud = &ud};
+	struct sl_expander *x = NULL;
+	struct sl_instance inst;
+	enum sl_gate gate = SL_GATE_RUN;
+	const char *tq = "default";
+	ssize_t d;
+	size_t n = 0, filled = 0;
+	char err[256];
+
+	*buf = NULL;
+	*len = 0;
+	if (carry <= 0 || (d = sole_downstream(flow, u)) < 0 || !carriable(&flow->tasks[d]) ||
+	    !(ud.cache = calloc(flow->ntasks, sizeof(*ud.cache))))
+		goto out;
+	if (sl_flow_task_gate(flow, (size_t)d, &ctx, 0, 0, &gate, &tq, err, sizeof(err)) != SL_OK ||
+	    gate != SL_GATE_RUN || ud.missed || strcmp(tq, queue) ||
+	    sl_expander_new(flow, (size_t)d, &ctx, &x, &n, err, sizeof(err)) != SL_OK || n != 1 ||
+	    sl_expander_fill(x, 0, 1, &inst, err, sizeof(err)) != SL_OK)
+		goto out;
+	filled = 1;
+	if (!ud.missed &&
+	    encode_dispatch(p, run, &flow->tasks[d], tq, &inst, carry - 1, buf, len) != SL_OK) {
+		*buf = NULL;
+		*len = 0;
+	}
+out:
+	if (filled)
+		sl_instances_clear(&inst, 1);
+	sl_expander_free(x);
+	if (ud.cache)
+		upstream_clear(&ud);
+}
+
+/* Encodes the TaskDispatch of one instance, with the next task carried (ADR 31) up to carry
+ * levels deep. Caller frees *buf. */
+static enum sl_err encode_dispatch(struct planner *p, struct planner_run *run,
+				   const struct sl_flow_task *t, const char *queue,
+				   const struct sl_instance *in, int carry, uint8_t **buf,
+				   size_t *len)
 {
 	Sluice__V1__TaskDispatch d = SLUICE__V1__TASK_DISPATCH__INIT;
 	Sluice__V1__EnvVar *vars = NULL, **varp = NULL;
 	char **names = NULL;
+	uint8_t *then = NULL;
+	size_t then_len = 0;
 	enum sl_err err = SL_ERR_NOMEM;
 
 	d.schema_version = 1;
@@ -206,12 +272,19 @@ static enum sl_err encode_dispatch(struct planner *p, struct planner_run *run,
 		d.n_env = in->nenv;
 		d.env = varp;
 	}
+	if (!t->nmap) {
+		/* a task of one instance: its success alone ends its node */
+		carry_encode(p, run, (size_t)(t - run->flow->tasks), queue, carry, &then, &then_len);
+		d.then.data = then;
+		d.then.len = then_len;
+	}
 	*len = sluice__v1__task_dispatch__get_packed_size(&d);
 	if (!(*buf = malloc(*len ? *len : 1)))
 		goto out;
 	sluice__v1__task_dispatch__pack(&d, *buf);
 	err = SL_OK;
 out:
+	free(then);
 	for (size_t i = 0; names && i < in->nenv; i++)
 		free(names[i]);
 	free(names);
@@ -336,8 +409,8 @@ static enum sl_err chunk_fill(struct planner *p, struct planner_run *run,
 		return rc;
 	c->k = k;
 	for (size_t i = 0; i < k; i++) {
-		if ((rc = encode_dispatch(p, run, t, queue, &c->inst[i], &c->bufs[i],
-					  &c->tis[i].len)) != SL_OK) {
+		if ((rc = encode_dispatch(p, run, t, queue, &c->inst[i], PLANNER_CARRY_DEPTH,
+					  &c->bufs[i], &c->tis[i].len)) != SL_OK) {
 			snprintf(err, errlen, "out of memory");
 			return rc;
 		}
@@ -632,6 +705,7 @@ out:
 
 struct planner_spec {
 	struct node_prep prep;
+	int carried;            /* its result's worker runs it (then_task, ADR 31) */
 	int answered;           /* the start was sent and answered */
 	int dispatched;         /* planner_spec_dispatch() was called (once only) */
 	struct sl_transition tr; /* its answer */
@@ -677,6 +751,7 @@ struct planner_spec *planner_spec_new(struct planner *p, const struct planner_re
 	    !s->prep.n || s->prep.ud.missed)
 		goto fail; /* started as usual once ready: the node's own errors show then */
 	s->prep.ud.no_reads = 0;
+	s->carried = r->res->then_task && !strcmp(r->res->then_task, s->prep.t->name);
 	return s;
 fail:
 	planner_spec_free(s);
@@ -716,6 +791,12 @@ enum sl_err planner_spec_dispatch(struct planner *p, struct planner_spec *s)
 	 * (node_start answers "stale" then). */
 	s->dispatched = 1;
 	sl_metric_inc(p->started_with_result);
+	if (s->carried) {
+		/* Recorded DISPATCHED like any start, so a worker lost before it ran it leaves
+		 * it to the reaper; a carriable task has no limits and waits in no queue. */
+		sl_metric_inc(p->carried);
+		return SL_OK;
+	}
 	planner_fault_point("after_node_start"); /* started and first chunk written, not sent */
 	return prep_dispatch(p, &s->prep, s->tr.outcome);
 }

@@ -16,7 +16,8 @@ static volatile sig_atomic_t reload_requested;
 
 /* /metrics of the planner (owned by the health object in main; NULL-safe). */
 static struct {
-	struct sl_metric *requests, *results, *control, *retries, *flows, *reloads, *with_result;
+	struct sl_metric *requests, *results, *control, *retries, *flows, *reloads, *with_result,
+		*carried;
 } m;
 
 static void register_metrics(struct sl_health *h)
@@ -34,6 +35,10 @@ static void register_metrics(struct sl_health *h)
 	m.with_result = sl_health_counter(
 		h, "sluice_planner_nodes_started_with_result_total",
 		"Nodes started in the round trip of their upstream's result (ADR 30).");
+	m.carried = sl_health_counter(
+		h, "sluice_planner_nodes_carried_total",
+		"Nodes started with their upstream's result that a worker ran carried, without a "
+		"dispatch (ADR 31).");
 }
 
 static void on_stop(int sig)
@@ -227,6 +232,7 @@ int main(int argc, char **argv)
 	}
 	register_metrics(health);
 	p.started_with_result = m.with_result;
+	p.carried = m.carried;
 
 	p.flows = planner_flows_load(p.cfg.flows_dir);
 	sl_metric_set(m.flows, (int64_t)planner_flows_count(p.flows));

@@ -54,6 +54,11 @@ struct sl_metric; /* sluice/health.h */
  * "Levers applied"). */
 #define PLANNER_EVENTS_LINGER_MS 25
 
+/* How many tasks of a chain a dispatch carries at most (ADR 31): a chain of carriable tasks
+ * crosses the broker once per this many + 1, and each dispatch nests this many encoded
+ * dispatches (about 150 bytes each for a noop). */
+#define PLANNER_CARRY_DEPTH 8
+
 struct planner {
 	struct planner_config cfg;
 	struct sl_kafka_producer *producer;   /* ordered: requests, cached results, dead letters */
@@ -69,6 +74,7 @@ struct planner {
 	/* /metrics counter of nodes started in their upstream's result round trip (ADR 30);
 	 * borrowed from main's health object, NULL-safe */
 	struct sl_metric *started_with_result;
+	struct sl_metric *carried; /* nodes started that a worker runs carried (ADR 31) */
 };
 
 /* config.c */
@@ -119,7 +125,8 @@ void planner_spec_answered(struct planner_spec *s, struct sl_transition *tr);
 /* The node's name when its start was answered "started" (dispatch it), else NULL. */
 const char *planner_spec_started(const struct planner_spec *s);
 /* Dispatches the instances of a node whose start was answered "started", writing and
- * dispatching the rest of a big one chunk by chunk; once (later calls do nothing). */
+ * dispatching the rest of a big one chunk by chunk, or nothing for a carried one (its
+ * worker runs it already); once (later calls do nothing). */
 enum sl_err planner_spec_dispatch(struct planner *p, struct planner_spec *s);
 void planner_spec_free(struct planner_spec *s);
 

@@ -195,7 +195,7 @@ enum sl_err planner_results_apply(struct planner *p, struct planner_result *r, s
 	struct sl_transition tr[APPLY_CHUNK], str[APPLY_CHUNK];
 	struct sl_node_start_in starts[APPLY_CHUNK];
 	enum sl_err errs[APPLY_CHUNK], serrs[APPLY_CHUNK], rc = SL_OK;
-	size_t map[APPLY_CHUNK], smap[APPLY_CHUNK];
+	size_t map[APPLY_CHUNK], smap[APPLY_CHUNK], after[APPLY_CHUNK];
 	size_t i = 0;
 
 	while (i < n) {
@@ -204,19 +204,23 @@ enum sl_err planner_results_apply(struct planner *p, struct planner_result *r, s
 		for (; i < n && k < APPLY_CHUNK; i++) {
 			if (r[i].applied)
 				continue;
-			/* The next node of a chain goes in the same round trip (ADR 30). */
+			/* The next node of a chain goes in the same round trip (ADR 30), right
+			 * after this result: a carried one's own result may follow (ADR 31). */
 			if (!r[i].spec_tried) {
 				r[i].spec_tried = 1;
 				r[i].spec = planner_spec_new(p, &r[i]);
 			}
-			if (r[i].spec && planner_spec_to_send(r[i].spec, &starts[ns]))
+			if (r[i].spec && planner_spec_to_send(r[i].spec, &starts[ns])) {
+				after[ns] = k;
 				smap[ns++] = i;
+			}
 			in[k] = r[i].in;
 			map[k++] = i;
 		}
 		if (!k)
 			break;
-		sl_state_result_apply_starting(p->state, in, k, tr, errs, starts, ns, str, serrs);
+		sl_state_result_apply_starting(p->state, in, k, tr, errs, starts, after, ns, str,
+					       serrs);
 		for (size_t j = 0; j < k; j++) {
 			struct planner_result *x = &r[map[j]];
 

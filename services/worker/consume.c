@@ -37,8 +37,7 @@ static int valid_run_id(const char *s)
 	return 1;
 }
 
-/* Returns NULL when d is usable, else why not. */
-static const char *check_dispatch(const Sluice__V1__TaskDispatch *d)
+const char *worker_dispatch_check(const Sluice__V1__TaskDispatch *d)
 {
 	if (!d->run_id || !valid_run_id(d->run_id))
 		return "missing or invalid run_id";
@@ -106,7 +105,7 @@ static long dispatch_ttl(const struct worker *w, const Sluice__V1__TaskDispatch 
 					     : ttl;
 }
 
-static int dispatch_is_inline(const Sluice__V1__TaskDispatch *d)
+int worker_dispatch_is_inline(const Sluice__V1__TaskDispatch *d)
 {
 	return d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
 	       worker_builtin_is_inline(d->builtin);
@@ -115,7 +114,7 @@ static int dispatch_is_inline(const Sluice__V1__TaskDispatch *d)
 /* Lease ttl and inline flag of the checked dispatch it->d. */
 static void item_finish(struct worker *w, struct item *it)
 {
-	it->is_inline = dispatch_is_inline(it->d);
+	it->is_inline = worker_dispatch_is_inline(it->d);
 	it->no_lease = it->is_inline && it->d->no_lease;
 	it->ttl = dispatch_ttl(w, it->d);
 }
@@ -137,7 +136,7 @@ static const char *batch_decode(struct worker *w, const Sluice__V1__TaskDispatch
 							     env->batch[i].data);
 		if (!it[i].d)
 			bad = "cannot decode TaskDispatch";
-		else if (!(bad = check_dispatch(it[i].d)) && it[i].d->n_batch)
+		else if (!(bad = worker_dispatch_check(it[i].d)) && it[i].d->n_batch)
 			bad = "nested batch";
 		else if (!bad && !(it[i].d->kind == SLUICE__V1__TASK_KIND__TASK_KIND_BUILTIN &&
 				   worker_builtin_is_inline(it[i].d->builtin)))
@@ -184,7 +183,7 @@ static size_t message_decode(struct worker *w, rd_kafka_message_t *m, size_t pic
 		sluice__v1__task_dispatch__free_unpacked(d, NULL);
 		goto out;
 	}
-	if ((why = check_dispatch(d))) {
+	if ((why = worker_dispatch_check(d))) {
 		snprintf(it->reject, sizeof(it->reject), "%s", why);
 		sluice__v1__task_dispatch__free_unpacked(d, NULL);
 		goto out;
@@ -208,6 +207,7 @@ static void run_inline(struct worker *w, struct item *it, int64_t sent_ms,
 		       struct worker_result_batch *rb)
 {
 	const Sluice__V1__TaskDispatch *d = it->d;
+	Sluice__V1__TaskDispatch *next;
 	struct worker_outcome out;
 
 	if (atomic_load(&w->hard_stop)) {
@@ -233,9 +233,11 @@ static void run_inline(struct worker *w, struct item *it, int64_t sent_ms,
 	}
 	sl_metric_inc(out.status == SLUICE__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED ? w->m.succeeded
 										 : w->m.failed);
+	next = worker_carry_take(w, d, &out);
 	if (worker_result_batch_add(w, rb, d, &out) != SL_OK)
 		SL_WARN("%s/%s[%d] attempt %u: result not queued; the lease will lapse", d->run_id,
 			d->task, d->map_index, d->attempt);
+	worker_carry_run(w, next, rb); /* in the same batch, after it (ADR 31) */
 out:
 	worker_outcome_clear(&out);
 }
@@ -590,8 +592,8 @@ static void take_others_keep(const void *bytes, size_t len, void *ud)
 	if (t->n >= t->room ||
 	    !(d = sluice__v1__task_dispatch__unpack(NULL, len, (const uint8_t *)bytes)))
 		return;
-	if (check_dispatch(d) || !d->queue || strcmp(d->queue, t->w->cfg->queue) ||
-	    dispatch_is_inline(d)) {
+	if (worker_dispatch_check(d) || !d->queue || strcmp(d->queue, t->w->cfg->queue) ||
+	    worker_dispatch_is_inline(d)) {
 		sluice__v1__task_dispatch__free_unpacked(d, NULL);
 		return;
 	}

@@ -29,6 +29,7 @@ static void fill(Sluice__V1__TaskResult *r, const struct worker *w,
 	r->stderr_tail.len = out->stderr_tail ? out->stderr_len : 0;
 	r->started_at_ms = out->started_ms;
 	r->finished_at_ms = out->finished_ms;
+	r->then_task = out->then_task; /* "" unless the worker carries the next task (ADR 31) */
 }
 
 /* Encodes out as the TaskResult of d into *buf: stack (cap bytes) when it fits, else a

@@ -140,6 +140,9 @@ static void register_metrics(struct worker *w)
 	w->m.dropped = sl_health_counter(h, "sluice_worker_dispatches_dropped_total",
 					 "Dispatches not run: outdated, leased by another worker, "
 					 "waiting for a concurrency slot, or copies of one run here.");
+	w->m.carried = sl_health_counter(h, "sluice_worker_tasks_carried_total",
+					 "Tasks run right after their upstream, carried in its dispatch "
+					 "(ADR 31).");
 	w->m.taken = sl_health_counter(h, "sluice_worker_tasks_taken_from_others_total",
 				       "Task instances waiting in another worker's partitions that "
 				       "this one took from Redis while its slots idled.");

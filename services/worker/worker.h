@@ -117,7 +117,7 @@ struct worker_ahead {
 struct worker_metrics {
 	struct sl_metric *started, *succeeded, *failed, *stopped, *leases_lost, *taken;
 	struct sl_metric *leases_taken, *lease_calls;
-	struct sl_metric *dropped;
+	struct sl_metric *dropped, *carried;
 	struct sl_metric *busy, *slots, *waiting, *ahead, *draining;
 };
 
@@ -192,6 +192,31 @@ struct sl_state *worker_state_connect(struct worker *w, const char *what);
  * and every slot is idle. @locality main thread. */
 void worker_consume(struct worker *w);
 
+/* NULL when dispatch d can be run, else why not (it goes to the dead-letter topic). */
+const char *worker_dispatch_check(const Sluice__V1__TaskDispatch *d);
+
+/* 1 when d is an inline built-in (noop, echo, sum), which the consume loop runs itself. */
+int worker_dispatch_is_inline(const Sluice__V1__TaskDispatch *d);
+
+/* ---- carry.c ---- */
+
+struct worker_outcome;
+struct worker_result_batch;
+
+/* The task d carries (its `then`, ADR 31) when this worker runs it now that d ran with
+ * *out: d SUCCEEDED, the worker neither drains nor stops, and `then` is a checked inline
+ * built-in of d's run that needs no lease. Sets out->then_task to its name then (else "",
+ * and the planner dispatches it as usual). Returns it (caller frees, or hands it to
+ * worker_carry_run()), or NULL. @locality any thread. */
+Sluice__V1__TaskDispatch *worker_carry_take(struct worker *w, const Sluice__V1__TaskDispatch *d,
+					    struct worker_outcome *out);
+
+/* Runs next (owned) on the calling thread, then what each carries in turn, adding their
+ * results to rb (the consume loop's, flushed by the caller) or, when rb is NULL, to a batch
+ * of its own sent at the end. @locality consume thread or a slot thread. */
+void worker_carry_run(struct worker *w, Sluice__V1__TaskDispatch *next,
+		      struct worker_result_batch *rb);
+
 /* ---- slot.c ---- */
 
 /* Slot thread: waits for a job, runs it, publishes its result, releases its lease. */
@@ -250,6 +275,9 @@ struct worker_outcome {
 	int stopped;        /* stopped on request (lease lost, hard stop): not a result */
 	int64_t started_ms; /* wall clock */
 	int64_t finished_ms;
+	/* The task of the dispatch's `then` this worker runs next (ADR 31), or "": goes in the
+	 * result (worker_carry_take() sets it). */
+	char then_task[WORKER_TASK_MAX + 1];
 };
 
 /* Runs d on the calling slot thread (a builtin in-process, else a command) and fills out.

@@ -395,9 +395,95 @@ START_TEST(a_chain_starts_each_next_task_with_the_result)
 }
 END_TEST
 
+/* The planner's count of nodes a worker ran carried (ADR 31). */
+static long carried(void)
+{
+	return e2e_port_metric(planner_port, "sluice_planner_nodes_carried_total");
+}
+
+/* How many dispatches of run's single-instance tasks names[0..n) were sent on
+ * sluice.tasks.default (into sent[]), reading the topic from its start until it has been
+ * quiet for a second. */
+static void count_dispatches(const char *run, const char *const *names, size_t n, int *sent)
+{
+	char err[256], group[64];
+	const char *topics[] = {"sluice.tasks.default"};
+	struct sl_kafka_consumer *c;
+	int64_t deadline = sl_mono_ms() + e2e_ms(30000), quiet = sl_mono_ms() + e2e_ms(5000);
+
+	memset(sent, 0, n * sizeof(*sent));
+	sl_id_new("e2e-carry-", group, sizeof(group));
+	c = sl_kafka_consumer_new(getenv("SLUICE_KAFKA_BROKERS"), group, topics, 1, err,
+				  sizeof(err));
+	ck_assert_msg(c != NULL, "consumer: %s", err);
+	while (sl_mono_ms() < quiet && sl_mono_ms() < deadline) {
+		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 200);
+		Sluice__V1__TaskDispatch *d;
+
+		if (!m)
+			continue;
+		quiet = sl_mono_ms() + e2e_ms(1000);
+		d = sluice__v1__task_dispatch__unpack(NULL, m->len, m->payload);
+		for (size_t i = 0; d && !d->n_batch && i < n; i++)
+			sent[i] += !strcmp(d->run_id, run) && !strcmp(d->task, names[i]);
+		if (d)
+			sluice__v1__task_dispatch__free_unpacked(d, NULL);
+		rd_kafka_message_destroy(m);
+	}
+	sl_kafka_consumer_destroy(c);
+}
+
+/* A worker runs a chain's next task right where its upstream ran when it is an inline
+ * built-in needing no lease whose expansion reads nothing of the upstream's result (ADR 31):
+ * no dispatch is sent for it, the planner records its start with the upstream's result and
+ * then its own result. Tasks that read their upstream's output, and commands, are dispatched;
+ * a carried task that fails carries nothing further. */
+START_TEST(a_worker_carries_the_next_builtin_of_a_chain)
+{
+	const char *names[] = {"start", "mark1", "mark2", "const", "reads", "tail", "end"};
+	const int want_sent[] = {1, 0, 0, 0, 1, 1, 0};
+	int sent[7];
+	long before = carried(), after;
+	char *run, *s;
+	json_t *v, *w;
+
+	ck_assert_int_ge(before, 0);
+	run = run_to_end(FLOWS "/planner_carry.yaml", NULL, "SUCCEEDED");
+	after = carried();
+	ck_assert_msg(after - before == 4, "%ld nodes carried, want 4 (mark1, mark2, const, end)",
+		      after - before);
+	/* reads got const's output, which the carried const produced */
+	v = e2e_task_output(run, "const", -1);
+	w = e2e_task_output(run, "reads", -1);
+	ck_assert_msg(v && json_is_string(v) && strstr(json_string_value(v), "\"k\""),
+		      "const's output");
+	ck_assert_msg(w && json_equal(v, w), "reads' output is not const's");
+	json_decref(v);
+	json_decref(w);
+	count_dispatches(run, names, 7, sent);
+	for (size_t i = 0; i < 7; i++)
+		ck_assert_msg(sent[i] == want_sent[i], "%s: %d dispatches, want %d", names[i],
+			      sent[i], want_sent[i]);
+	free(run);
+
+	before = after;
+	run = run_to_end(FLOWS "/planner_carry_fail.yaml", NULL, "FAILED");
+	s = node_state(run, "bad");
+	ck_assert_msg(s && !strcmp(s, "FAILED"), "bad: %s", s ? s : "(nil)");
+	free(s);
+	s = node_state(run, "never");
+	ck_assert_msg(s && !strcmp(s, "UPSTREAM_FAILED"), "never: %s", s ? s : "(nil)");
+	free(s);
+	after = carried();
+	ck_assert_msg(after - before == 1, "%ld nodes carried, want 1 (bad)", after - before);
+	free(run);
+}
+END_TEST
+
 int main(void)
 {
 	const TTest *tests[] = {a_chain_starts_each_next_task_with_the_result,
+				a_worker_carries_the_next_builtin_of_a_chain,
 				noop_fan_out_travels_in_batches,
 				backlog_applies_once_and_events_stay_per_node, NULL};
 

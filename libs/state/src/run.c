@@ -476,13 +476,16 @@ static void result_args(const struct sl_result_in *res, char *buf, const char **
 
 enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_result_in *res,
 					   size_t n, struct sl_transition *out, enum sl_err *errs,
-					   const struct sl_node_start_in *starts, size_t nstarts,
-					   struct sl_transition *start_out, enum sl_err *start_errs)
+					   const struct sl_node_start_in *starts, const size_t *after,
+					   size_t nstarts, struct sl_transition *start_out,
+					   enum sl_err *start_errs)
 {
-	size_t ncalls = (n + SL_RESULTS_PER_CALL - 1) / SL_RESULTS_PER_CALL, bytes = 0;
-	size_t total = ncalls + nstarts;
+	/* at most one call per SL_RESULTS_PER_CALL results, plus one per start and one more
+	 * result call per start that splits one */
+	size_t cap = (n + SL_RESULTS_PER_CALL - 1) / SL_RESULTS_PER_CALL + 2 * nstarts, bytes = 0;
+	size_t total = 0;
 	const char **v = NULL, **cv = NULL, **names = NULL;
-	size_t *len = NULL, *clen = NULL;
+	size_t *len = NULL, *clen = NULL, *call_of = NULL, *at_of = NULL, *start_call = NULL;
 	const char *const **argvp = NULL;
 	const size_t **lensp = NULL;
 	int *argc = NULL, *nkeys = NULL;
@@ -500,63 +503,78 @@ enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_
 		memset(&start_out[j], 0, sizeof(start_out[j]));
 		start_errs[j] = SL_ERR_NOMEM;
 	}
-	if (!total)
+	if (!cap)
 		return SL_OK;
 	v = malloc(sizeof(*v) * (n ? n : 1) * RESULT_ARGC);
 	len = malloc(sizeof(*len) * (n ? n : 1) * RESULT_ARGC);
 	cv = malloc(sizeof(*cv) * (n ? n : 1) * RESULT_ARGC);
 	clen = malloc(sizeof(*clen) * (n ? n : 1) * RESULT_ARGC);
-	names = malloc(sizeof(*names) * total);
-	argvp = malloc(sizeof(*argvp) * total);
-	lensp = malloc(sizeof(*lensp) * total);
-	argc = malloc(sizeof(*argc) * total);
-	nkeys = malloc(sizeof(*nkeys) * total);
-	replies = calloc(total, sizeof(*replies));
+	call_of = malloc(sizeof(*call_of) * (n ? n : 1));
+	at_of = malloc(sizeof(*at_of) * (n ? n : 1));
+	start_call = malloc(sizeof(*start_call) * (nstarts ? nstarts : 1));
+	names = calloc(cap, sizeof(*names));
+	argvp = calloc(cap, sizeof(*argvp));
+	lensp = calloc(cap, sizeof(*lensp));
+	argc = calloc(cap, sizeof(*argc));
+	nkeys = calloc(cap, sizeof(*nkeys));
+	replies = calloc(cap, sizeof(*replies));
 	sa = calloc(nstarts ? nstarts : 1, sizeof(*sa));
 	buf = malloc(bytes ? bytes : 1);
-	if (!v || !len || !cv || !clen || !names || !argvp || !lensp || !argc || !nkeys ||
-	    !replies || !sa || !buf)
+	if (!v || !len || !cv || !clen || !call_of || !at_of || !start_call || !names || !argvp || !lensp ||
+	    !argc || !nkeys || !replies || !sa || !buf)
 		goto out;
 	w = buf;
 	for (size_t i = 0; i < n; i++) {
 		result_args(&res[i], w, v + i * RESULT_ARGC, len + i * RESULT_ARGC);
 		w += result_args_size(&res[i]);
 	}
-	/* Call c: the keys of its results, then their other arguments (result_apply.lua). */
-	for (size_t c = 0; c < ncalls; c++) {
-		size_t first = c * SL_RESULTS_PER_CALL, k = 0;
-		size_t count = n - first < SL_RESULTS_PER_CALL ? n - first : SL_RESULTS_PER_CALL;
-		const char **av = cv + first * RESULT_ARGC;
-		size_t *al = clen + first * RESULT_ARGC;
+	/* Results up to each start's, in calls of SL_RESULTS_PER_CALL at most, then the start. */
+	for (size_t first = 0, j = 0; first < n || j < nstarts;) {
+		size_t end = j < nstarts && after[j] < n ? after[j] + 1 : n;
 
-		for (int part = 0; part < 2; part++)
-			for (size_t i = first; i < first + count; i++)
-				for (int j = part ? RESULT_NKEYS : 0;
-				     j < (part ? RESULT_ARGC : RESULT_NKEYS); j++, k++) {
-					av[k] = v[i * RESULT_ARGC + (size_t)j];
-					al[k] = len[i * RESULT_ARGC + (size_t)j];
-				}
-		names[c] = "result_apply";
-		argvp[c] = av;
-		lensp[c] = al;
-		argc[c] = (int)(count * RESULT_ARGC);
-		nkeys[c] = (int)(count * RESULT_NKEYS);
-	}
-	/* Then the guarded starts, after every result they may depend on. */
-	for (size_t j = 0; j < nstarts; j++) {
+		while (first < end) {
+			/* Call total: the keys of its results, then their other arguments
+			 * (result_apply.lua). */
+			size_t count = end - first < SL_RESULTS_PER_CALL ? end - first
+									: SL_RESULTS_PER_CALL;
+			const char **av = cv + first * RESULT_ARGC;
+			size_t *al = clen + first * RESULT_ARGC, k = 0;
+
+			for (int part = 0; part < 2; part++)
+				for (size_t i = first; i < first + count; i++)
+					for (int a = part ? RESULT_NKEYS : 0;
+					     a < (part ? RESULT_ARGC : RESULT_NKEYS); a++, k++) {
+						av[k] = v[i * RESULT_ARGC + (size_t)a];
+						al[k] = len[i * RESULT_ARGC + (size_t)a];
+					}
+			for (size_t i = first; i < first + count; i++) {
+				call_of[i] = total;
+				at_of[i] = i - first;
+			}
+			names[total] = "result_apply";
+			argvp[total] = av;
+			lensp[total] = al;
+			argc[total] = (int)(count * RESULT_ARGC);
+			nkeys[total++] = (int)(count * RESULT_NKEYS);
+			first += count;
+		}
+		if (j == nstarts)
+			continue;
 		if (node_start_args(&sa[j], &starts[j], "ready"))
 			goto out;
-		names[ncalls + j] = "node_start";
-		argvp[ncalls + j] = sa[j].v;
-		lensp[ncalls + j] = sa[j].len;
-		argc[ncalls + j] = sa[j].n;
-		nkeys[ncalls + j] = 2;
+		start_call[j] = total;
+		names[total] = "node_start";
+		argvp[total] = sa[j].v;
+		lensp[total] = sa[j].len;
+		argc[total] = sa[j].n;
+		nkeys[total++] = 2;
+		j++;
 	}
 	state_eval_pipeline_of(st, names, total, nkeys, argc, argvp, lensp, replies);
 	err = SL_OK;
 	for (size_t i = 0; i < n; i++) {
-		const redisReply *r = replies[i / SL_RESULTS_PER_CALL];
-		size_t at = i % SL_RESULTS_PER_CALL;
+		const redisReply *r = replies[call_of[i]];
+		size_t at = at_of[i];
 
 		if (r && r->type == REDIS_REPLY_ARRAY && at < r->elements)
 			errs[i] = reply_to_transition(r->element[at], &out[i]);
@@ -566,7 +584,7 @@ enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_
 			err = errs[i];
 	}
 	for (size_t j = 0; j < nstarts; j++) {
-		redisReply *r = replies[ncalls + j];
+		redisReply *r = replies[start_call[j]];
 
 		start_errs[j] = r ? reply_to_transition(r, &start_out[j]) : SL_ERR_REDIS;
 		if (start_errs[j] == SL_OK)
@@ -581,6 +599,9 @@ out:
 	for (size_t j = 0; sa && j < nstarts; j++)
 		args_free(&sa[j]);
 	free(sa);
+	free(start_call);
+	free(at_of);
+	free(call_of);
 	free(replies);
 	free(buf);
 	free(argc);
@@ -598,7 +619,7 @@ out:
 enum sl_err sl_state_result_apply_many(struct sl_state *st, const struct sl_result_in *res,
 				       size_t n, struct sl_transition *out, enum sl_err *errs)
 {
-	return sl_state_result_apply_starting(st, res, n, out, errs, NULL, 0, NULL, NULL);
+	return sl_state_result_apply_starting(st, res, n, out, errs, NULL, NULL, 0, NULL, NULL);
 }
 
 enum sl_err sl_state_result_apply(struct sl_state *st, const struct sl_result_in *res,

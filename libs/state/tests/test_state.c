@@ -227,8 +227,11 @@ static void apply_starting(const char *run, const char *task, int idx, unsigned 
 					 .tis = &ti, .n = 1, .now_ms = 6000};
 	enum sl_err err, serr;
 
-	ck_assert_int_eq(sl_state_result_apply_starting(st, &res, 1, t, &err, &start, 1, ts, &serr),
-			 SL_OK);
+	size_t after = 0;
+
+	ck_assert_int_eq(
+		sl_state_result_apply_starting(st, &res, 1, t, &err, &start, &after, 1, ts, &serr),
+		SL_OK);
 	ck_assert_int_eq(err, SL_OK);
 	ck_assert_int_eq(serr, SL_OK);
 }
@@ -322,6 +325,77 @@ START_TEST(a_start_sent_with_a_result_needs_the_node_ready)
 	ck_field("sluice:{r2}:node:y", "up_failed", "1");
 	ck_assert_ptr_null(hget("sluice:{r2}:ti:y:-1", "state"));
 	ck_assert_int_eq(zscore_exists("sluice:pending", "sluice:{r2}:node:y"), 1);
+}
+END_TEST
+
+/* Run run of flow x -> y (one attempt each), x started. */
+static void create_xy(const char *run)
+{
+	struct sl_run_node nodes[] = {{"x", 0, "y", 1}, {"y", 1, "", 1}};
+	struct sl_run_new rn = {.run_id = run, .flow = "f", .params_json = "{}", .intent = "normal",
+				.source = "flow: f", .source_len = 7, .requested_by = "test",
+				.trace_id = "t", .tasks_csv = "x,y", .nodes = nodes, .nnodes = 2,
+				.now_ms = 1000};
+	struct sl_transition t;
+	char dup[64];
+
+	ck_assert_int_eq(sl_state_run_create(st, &rn, dup, sizeof(dup)), SL_OK);
+	start_node(run, "x", 1, 1, &t);
+	sl_transition_clear(&t);
+}
+
+/* Applies res[0..2) with y's guarded start right after res[after]; answers in t[], *ts. */
+static void apply_two_starting_y(const char *run, const struct sl_result_in *res, size_t after,
+				 struct sl_transition *t, struct sl_transition *ts)
+{
+	struct sl_ti_new ti = {.idx = -1, .dispatch = "next", .len = 4};
+	struct sl_node_start_in start = {.run = run, .task = "y", .total = 1, .max_attempts = 1,
+					 .tis = &ti, .n = 1, .now_ms = 6000};
+	enum sl_err errs[2], serr;
+
+	ck_assert_int_eq(sl_state_result_apply_starting(st, res, 2, t, errs, &start, &after, 1,
+							ts, &serr),
+			 SL_OK);
+	ck_assert_int_eq(errs[0], SL_OK);
+	ck_assert_int_eq(errs[1], SL_OK);
+	ck_assert_int_eq(serr, SL_OK);
+}
+
+/* A worker runs a carried task right after its upstream (ADR 31), so both results often come
+ * in one batch: the start pipelined right after the upstream's result goes before the
+ * carried task's own result, which then applies in the same round trip. A carried result
+ * ahead of its start is stale (the reaper re-dispatches the started task later). */
+START_TEST(a_carried_result_applies_after_its_start_in_one_call)
+{
+	struct sl_result_in res[2];
+	struct sl_transition t[2], ts;
+
+	create_xy("r3");
+	res[0] = result_in("r3", "x", 0, 1, "SUCCEEDED");
+	res[1] = result_in("r3", "y", -1, 1, "SUCCEEDED");
+	apply_two_starting_y("r3", res, 0, t, &ts);
+	ck_assert_str_eq(t[0].outcome, "node_done");
+	ck_assert_str_eq(ts.outcome, "started");
+	ck_assert_str_eq(t[1].outcome, "node_done");
+	ck_assert_str_eq(t[1].run_state, "SUCCEEDED");
+	for (int i = 0; i < 2; i++)
+		sl_transition_clear(&t[i]);
+	sl_transition_clear(&ts);
+	ck_field("sluice:{r3}:run", "state", "SUCCEEDED");
+	ck_field("sluice:{r3}:ti:y:-1", "output", "42");
+
+	create_xy("r4");
+	res[0] = result_in("r4", "y", -1, 1, "SUCCEEDED");
+	res[1] = result_in("r4", "x", 0, 1, "SUCCEEDED");
+	apply_two_starting_y("r4", res, 1, t, &ts);
+	ck_assert_str_eq(t[0].outcome, "stale");
+	ck_assert_str_eq(t[1].outcome, "node_done");
+	ck_assert_str_eq(ts.outcome, "started");
+	for (int i = 0; i < 2; i++)
+		sl_transition_clear(&t[i]);
+	sl_transition_clear(&ts);
+	ck_field("sluice:{r4}:run", "state", "RUNNING");
+	ck_field("sluice:{r4}:ti:y:-1", "state", "DISPATCHED");
 }
 END_TEST
 
@@ -1463,6 +1537,7 @@ int main(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, create_is_idempotent);
 	tcase_add_test(tc, a_start_sent_with_a_result_needs_the_node_ready);
+	tcase_add_test(tc, a_carried_result_applies_after_its_start_in_one_call);
 	tcase_add_test(tc, lease_is_fenced_by_attempt);
 	tcase_add_test(tc, applied_result_releases_the_lease);
 	tcase_add_test(tc, results_release_downstream_and_finish_run);

@@ -291,17 +291,20 @@ struct sl_node_start_in {
 	int64_t now_ms;
 };
 
-/* sl_state_result_apply_many(), then the guarded starts starts[0..nstarts) in the same
- * pipeline: one round trip and, read by Redis in one event-loop turn, one fsync where a result
- * and the start it allows would take two in sequence. start_out[j] (clear with
+/* sl_state_result_apply_many() with the guarded starts starts[0..nstarts) in the same
+ * pipeline, start j right after result after[j] (nondecreasing, < n), before the results
+ * that follow it (a carried task's own result may, ADR 31): one round trip and, read by
+ * Redis in one event-loop turn, one fsync where a result and the start it allows would take
+ * two in sequence. start_out[j] (clear with
  * sl_transition_clear()) and start_errs[j] get start j's transition ("started", "unready",
  * "ended", "stale") and status; the instances of a started node past its first 1000 are
  * written after the round trip (sl_state_ti_add()). Returns SL_OK when every call succeeded,
  * else the first failure. */
 enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_result_in *res,
 					   size_t n, struct sl_transition *out, enum sl_err *errs,
-					   const struct sl_node_start_in *starts, size_t nstarts,
-					   struct sl_transition *start_out, enum sl_err *start_errs);
+					   const struct sl_node_start_in *starts, const size_t *after,
+					   size_t nstarts, struct sl_transition *start_out,
+					   enum sl_err *start_errs);
 
 /* A retry that is due: the instance is DISPATCHED again with attempt; dispatch holds the
  * stored TaskDispatch bytes (of an earlier attempt: re-encode with the new attempt). */
