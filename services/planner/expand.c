@@ -396,12 +396,12 @@ static void chunk_clear(struct chunk *c)
 	c->k = 0;
 }
 
-/* Fills and encodes instances from..from+k into c; a flow error is SL_ERR_PARSE-like and
- * leaves its text in err. */
+/* Fills and encodes instances from..from+k into c, each carrying up to carry levels (ADR 31);
+ * a flow error is SL_ERR_PARSE-like and leaves its text in err. */
 static enum sl_err chunk_fill(struct planner *p, struct planner_run *run,
 			      const struct sl_flow_task *t, const char *queue,
-			      struct sl_expander *x, size_t from, size_t k, struct chunk *c,
-			      char *err, size_t errlen)
+			      struct sl_expander *x, size_t from, size_t k, int carry,
+			      struct chunk *c, char *err, size_t errlen)
 {
 	enum sl_err rc;
 
@@ -409,8 +409,8 @@ static enum sl_err chunk_fill(struct planner *p, struct planner_run *run,
 		return rc;
 	c->k = k;
 	for (size_t i = 0; i < k; i++) {
-		if ((rc = encode_dispatch(p, run, t, queue, &c->inst[i], PLANNER_CARRY_DEPTH,
-					  &c->bufs[i], &c->tis[i].len)) != SL_OK) {
+		if ((rc = encode_dispatch(p, run, t, queue, &c->inst[i], carry, &c->bufs[i],
+					  &c->tis[i].len)) != SL_OK) {
 			snprintf(err, errlen, "out of memory");
 			return rc;
 		}
@@ -533,8 +533,8 @@ static enum sl_err write_and_dispatch(struct planner *p, struct planner_run *run
 		int *made = NULL;
 		size_t nmade = 0;
 
-		if (!c->k && (rc = chunk_fill(p, run, t, queue, x, from, k, c, err,
-					      sizeof(err))) != SL_OK) {
+		if (!c->k && (rc = chunk_fill(p, run, t, queue, x, from, k, PLANNER_CARRY_DEPTH, c,
+					      err, sizeof(err))) != SL_OK) {
 			/* checked before the start: only Redis (upstream outputs) fails here;
 			 * the node stays half-written in the pending index for the reaper */
 			SL_ERROR("run %s: task %s: %s", run->id, t->name, err);
@@ -568,6 +568,7 @@ struct node_prep {
 	struct sl_expander *x;
 	struct chunk *c;
 	size_t n;
+	int carry; /* levels its dispatches carry (ADR 31) */
 };
 
 /* Sets up prep for task ti of run. Clear with prep_clear() whatever the answer. */
@@ -579,6 +580,7 @@ static enum sl_err prep_init(struct node_prep *prep, struct planner *p, struct p
 	prep->t = &run->flow->tasks[ti];
 	prep->ti = ti;
 	prep->tq = "default";
+	prep->carry = PLANNER_CARRY_DEPTH;
 	prep->ud = (struct upstream_ud){p, run, NULL, 0, 0};
 	prep->ctx = (struct sl_expand_ctx){.run_id = run->id, .flow = run->flow->name,
 					   .intent = run->intent, .params = run->params,
@@ -612,7 +614,8 @@ static enum sl_err prep_expand(struct planner *p, struct node_prep *prep, char *
 		return SL_ERR_PARSE;
 	n = prep->n;
 	if (chunk_fill(p, prep->run, prep->t, prep->tq, prep->x, 0,
-		       n < EXPAND_CHUNK ? n : EXPAND_CHUNK, prep->c, err, errlen) != SL_OK ||
+		       n < EXPAND_CHUNK ? n : EXPAND_CHUNK, prep->carry, prep->c, err,
+		       errlen) != SL_OK ||
 	    check_rest(prep->x, n, err, errlen) != SL_OK)
 		return SL_ERR_PARSE;
 	return SL_OK;
@@ -745,13 +748,17 @@ struct planner_spec *planner_spec_new(struct planner *p, const struct planner_re
 	}
 	s->prep.ud.cache[r->task_index] = out;
 	s->prep.ud.no_reads = 1;
+	/* A carried one is not sent: its stored dispatch, for the reaper's re-sends, carries
+	 * nothing (ADR 31), which spares expanding what it would carry on every hop. */
+	s->carried = r->res->then_task && !strcmp(r->res->then_task, flow->tasks[d].name);
+	if (s->carried)
+		s->prep.carry = 0;
 	if (sl_flow_task_gate(flow, (size_t)d, &s->prep.ctx, 0, 0, &gate, &s->prep.tq, err,
 			      sizeof(err)) != SL_OK ||
 	    gate != SL_GATE_RUN || prep_expand(p, &s->prep, err, sizeof(err)) != SL_OK ||
 	    !s->prep.n || s->prep.ud.missed)
 		goto fail; /* started as usual once ready: the node's own errors show then */
 	s->prep.ud.no_reads = 0;
-	s->carried = r->res->then_task && !strcmp(r->res->then_task, s->prep.t->name);
 	return s;
 fail:
 	planner_spec_free(s);
