@@ -38,10 +38,6 @@ Sluice__V1__TaskDispatch *worker_carry_take(struct worker *w, const Sluice__V1__
 void worker_carry_run(struct worker *w, Sluice__V1__TaskDispatch *next,
 		      struct worker_result_batch *rb)
 {
-	struct worker_result_batch own;
-	struct worker_result_batch *b = rb ? rb : &own;
-
-	own.n = own.bytes = 0;
 	while (next) {
 		Sluice__V1__TaskDispatch *d = next;
 		struct worker_outcome out;
@@ -57,12 +53,10 @@ void worker_carry_run(struct worker *w, Sluice__V1__TaskDispatch *next,
 		next = worker_carry_take(w, d, &out);
 		/* In the same batch as its upstream's when it can be: the planner records the
 		 * upstream's result (and with it this start) first. */
-		if (worker_result_batch_add(w, b, d, &out) != SL_OK)
+		if (worker_result_batch_add(w, rb, d, &out) != SL_OK)
 			SL_WARN("%s/%s[%d] attempt %u: carried result not queued; the reaper "
 				"re-dispatches it", d->run_id, d->task, d->map_index, d->attempt);
 		worker_outcome_clear(&out);
 		sluice__v1__task_dispatch__free_unpacked(d, NULL);
 	}
-	if (!rb)
-		worker_result_batch_flush(w, &own);
 }

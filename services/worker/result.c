@@ -148,11 +148,23 @@ enum sl_err worker_result_batch_add(struct worker *w, struct worker_result_batch
 }
 
 enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskDispatch *d,
-				  struct worker_outcome *out)
+				  struct worker_outcome *out, Sluice__V1__TaskDispatch *next)
 {
 	struct worker *w = s->w;
-	enum sl_err err = worker_result_send(w, d, out);
+	struct worker_result_batch b;
+	enum sl_err err;
 
+	b.n = b.bytes = 0;
+	if (!next) {
+		err = worker_result_send(w, d, out);
+	} else if ((err = worker_result_batch_add(w, &b, d, out)) == SL_OK) {
+		/* One message, d's result first: the planner records it, and with it the carried
+		 * task's start, before the carried task's own result (ADR 31). */
+		worker_carry_run(w, next, &b);
+		err = worker_result_batch_flush(w, &b);
+	} else {
+		sluice__v1__task_dispatch__free_unpacked(next, NULL); /* not run: d's result is lost */
+	}
 	if (err == SL_OK) {
 		pthread_mutex_lock(&w->lock);
 		s->result_out = 1;

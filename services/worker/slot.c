@@ -242,18 +242,13 @@ static void execute(struct worker_slot *s, const Sluice__V1__TaskDispatch *d)
 		 out.error);
 	sl_metric_inc(out.status == SLUICE__V1__TASK_STATUS__TASK_STATUS_SUCCEEDED ? s->w->m.succeeded
 										   : s->w->m.failed);
-	next = worker_carry_take(s->w, d, &out);
 	/* The lease stays until the planner records the result (result_apply releases it); a
-	 * result that cannot be queued leaves it to lapse, and the reaper re-dispatches. */
-	if (worker_result_publish(s, d, &out) != SL_OK) {
+	 * result that cannot be queued leaves it to lapse, and the reaper re-dispatches. What
+	 * the task carries runs right here, before the slot takes another job (ADR 31). */
+	next = worker_carry_take(s->w, d, &out);
+	if (worker_result_publish(s, d, &out, next) != SL_OK)
 		SL_WARN("%s/%s[%d] attempt %u: result not queued; the lease will lapse", d->run_id,
 			d->task, d->map_index, d->attempt);
-		if (next) /* nothing started it */
-			sluice__v1__task_dispatch__free_unpacked(next, NULL);
-		next = NULL;
-	}
-	/* Right here, before the slot takes another job (ADR 31). */
-	worker_carry_run(s->w, next, NULL);
 out:
 	worker_outcome_clear(&out);
 }

@@ -211,9 +211,9 @@ struct worker_result_batch;
 Sluice__V1__TaskDispatch *worker_carry_take(struct worker *w, const Sluice__V1__TaskDispatch *d,
 					    struct worker_outcome *out);
 
-/* Runs next (owned) on the calling thread, then what each carries in turn, adding their
- * results to rb (the consume loop's, flushed by the caller) or, when rb is NULL, to a batch
- * of its own sent at the end. @locality consume thread or a slot thread. */
+/* Runs next (owned; NULL does nothing) on the calling thread, then what each carries in
+ * turn, adding their results to rb, which the caller flushes. @locality consume thread or a
+ * slot thread. */
 void worker_carry_run(struct worker *w, Sluice__V1__TaskDispatch *next,
 		      struct worker_result_batch *rb);
 
@@ -338,10 +338,12 @@ enum sl_err worker_result_batch_flush(struct worker *w, struct worker_result_bat
 
 /* Queues out as the TaskResult of d on sluice.tasks.results (key = run id) and marks the
  * slot's result as out, without waiting for the delivery report: the planner releases the
- * lease when it records the result. Returns SL_OK once queued, SL_ERR_KAFKA (logged) when
- * the producer refused it. @locality slot thread. */
+ * lease when it records the result. With next (owned: from worker_carry_take()), runs the
+ * tasks d carries first and queues their results after d's in the same batched message
+ * (ADR 31). Returns SL_OK once queued, SL_ERR_KAFKA (logged) when the producer refused it.
+ * @locality slot thread. */
 enum sl_err worker_result_publish(struct worker_slot *s, const Sluice__V1__TaskDispatch *d,
-				  struct worker_outcome *out);
+				  struct worker_outcome *out, Sluice__V1__TaskDispatch *next);
 
 /* ---- lease.c ---- */
 
