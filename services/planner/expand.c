@@ -182,7 +182,8 @@ static void carry_encode(struct planner *p, struct planner_run *run, size_t u,
 	enum sl_gate gate = SL_GATE_RUN;
 	const char *tq = "default";
 	ssize_t d;
-	size_t n = 0, filled = 0;
+	size_t n = 0;
+	int filled = 0;
 	char err[256];
 
 	*buf = NULL;

@@ -286,7 +286,7 @@ void worker_run_instance(struct worker_slot *s, const Sluice__V1__TaskDispatch *
 			 struct worker_outcome *out);
 
 /* Runs the inline built-in d (worker_builtin_is_inline(d->builtin)) on the calling thread
- * and fills out. @locality consume thread. */
+ * and fills out. @locality consume thread, or a slot thread for a carried one (ADR 31). */
 void worker_run_inline(const Sluice__V1__TaskDispatch *d, struct worker_outcome *out);
 
 void worker_outcome_clear(struct worker_outcome *out);
