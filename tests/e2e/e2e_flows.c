@@ -421,59 +421,6 @@ static uint8_t *carrying_dispatch(const char *run, const char *task, const char 
 	return buf;
 }
 
-/* One result of a run read back: its task, status, then_task and the message it came in. */
-struct seen_result {
-	char task[16], then_task[16];
-	int status, msg;
-};
-
-/* Reads sluice.tasks.results from its start for run's results until want came and then 2 s
- * more (to see any extra one), 30 s at most. Returns how many (at most cap). */
-static int run_results(const char *run, int want, struct seen_result *out, int cap)
-{
-	char err[256], group[64];
-	const char *topics[] = {SL_TOPIC_RESULTS};
-	struct sl_kafka_consumer *c;
-	int64_t deadline = sl_mono_ms() + e2e_ms(30000), until = deadline;
-	int n = 0, msgs = 0;
-
-	sl_id_new("e2e-carried-", group, sizeof(group));
-	c = sl_kafka_consumer_new(getenv("SLUICE_KAFKA_BROKERS"), group, topics, 1, err,
-				  sizeof(err));
-	ck_assert_msg(c != NULL, "consumer: %s", err);
-	while (sl_mono_ms() < until) {
-		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 200);
-		Sluice__V1__TaskResult *r;
-
-		if (!m)
-			continue;
-		r = sluice__v1__task_result__unpack(NULL, m->len, m->payload);
-		msgs++;
-		for (size_t i = 0; r && i < (r->n_batch ? r->n_batch : 1); i++) {
-			Sluice__V1__TaskResult *e =
-				r->n_batch ? sluice__v1__task_result__unpack(NULL, r->batch[i].len,
-									     r->batch[i].data)
-					   : r;
-			if (e && !strcmp(e->run_id, run) && n < cap) {
-				snprintf(out[n].task, sizeof(out[n].task), "%s", e->task);
-				snprintf(out[n].then_task, sizeof(out[n].then_task), "%s",
-					 e->then_task);
-				out[n].status = e->status;
-				out[n++].msg = msgs;
-				if (n == want)
-					until = sl_mono_ms() + e2e_ms(2000);
-			}
-			if (e && e != r)
-				sluice__v1__task_result__free_unpacked(e, NULL);
-		}
-		if (r)
-			sluice__v1__task_result__free_unpacked(r, NULL);
-		rd_kafka_message_destroy(m);
-	}
-	sl_kafka_consumer_destroy(c);
-	return n;
-}
-
 /* A dispatch carrying the next task (ADR 31): the worker runs it right after a success and
  * names it in the first result, both results in one message; a carried part that does not
  * decode is skipped (logged, not run: the planner dispatches that task itself), and a task
@@ -481,7 +428,7 @@ static int run_results(const char *run, int want, struct seen_result *out, int c
 START_TEST(a_worker_runs_what_a_dispatch_carries_after_a_success_only)
 {
 	char run[64];
-	struct seen_result got[8];
+	struct e2e_result got[8];
 	uint8_t *b, *a, *e, *d;
 	size_t blen, alen, elen, dlen;
 	const char junk[] = "\xff\xff\xff not a dispatch";
@@ -492,7 +439,7 @@ START_TEST(a_worker_runs_what_a_dispatch_carries_after_a_success_only)
 	b = carrying_dispatch(run, "b", "echo", "7", junk, sizeof(junk) - 1, &blen);
 	a = carrying_dispatch(run, "a", "noop", NULL, b, blen, &alen);
 	e2e_produce("sluice.tasks.default", run, a, alen);
-	n = run_results(run, 2, got, 8);
+	n = e2e_run_results(run, 2, 30000, got, 8);
 	ck_assert_msg(n == 2, "%d results for a and b, want 2", n);
 	ck_assert_str_eq(got[0].task, "a");
 	ck_assert_str_eq(got[0].then_task, "b");
@@ -507,7 +454,7 @@ START_TEST(a_worker_runs_what_a_dispatch_carries_after_a_success_only)
 	e = carrying_dispatch(run, "e", "noop", NULL, NULL, 0, &elen);
 	d = carrying_dispatch(run, "d", "sum", "\"x\"", e, elen, &dlen);
 	e2e_produce("sluice.tasks.default", run, d, dlen);
-	n = run_results(run, 1, got, 8);
+	n = e2e_run_results(run, 1, 30000, got, 8);
 	ck_assert_msg(n == 1, "%d results for d and e, want 1 (d's)", n);
 	ck_assert_str_eq(got[0].task, "d");
 	ck_assert_int_eq(got[0].status, SLUICE__V1__TASK_STATUS__TASK_STATUS_FAILED);

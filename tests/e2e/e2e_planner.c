@@ -406,16 +406,10 @@ static long carried(void)
  * quiet for a second. */
 static void count_dispatches(const char *run, const char *const *names, size_t n, int *sent)
 {
-	char err[256], group[64];
-	const char *topics[] = {"sluice.tasks.default"};
-	struct sl_kafka_consumer *c;
+	struct sl_kafka_consumer *c = e2e_topic_reader("sluice.tasks.default");
 	int64_t deadline = sl_mono_ms() + e2e_ms(30000), quiet = sl_mono_ms() + e2e_ms(5000);
 
 	memset(sent, 0, n * sizeof(*sent));
-	sl_id_new("e2e-carry-", group, sizeof(group));
-	c = sl_kafka_consumer_new(getenv("SLUICE_KAFKA_BROKERS"), group, topics, 1, err,
-				  sizeof(err));
-	ck_assert_msg(c != NULL, "consumer: %s", err);
 	while (sl_mono_ms() < quiet && sl_mono_ms() < deadline) {
 		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 200);
 		Sluice__V1__TaskDispatch *d;

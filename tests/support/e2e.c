@@ -251,18 +251,68 @@ void e2e_produce(const char *topic, const char *key, const void *data, size_t le
 	sl_kafka_producer_destroy(p);
 }
 
-int e2e_find_deadletter(const char *needle, const void *payload, size_t len, long timeout_ms)
+struct sl_kafka_consumer *e2e_topic_reader(const char *topic)
 {
 	char err[256], group[64];
-	const char *topics[] = {SL_TOPIC_DEADLETTER};
+	const char *topics[] = {topic};
 	struct sl_kafka_consumer *c;
+
+	sl_id_new("e2e-read-", group, sizeof(group));
+	c = sl_kafka_consumer_new(getenv("SLUICE_KAFKA_BROKERS"), group, topics, 1, err,
+				  sizeof(err));
+	ck_assert_msg(c != NULL, "consumer of %s: %s", topic, err);
+	return c;
+}
+
+int e2e_run_results(const char *run, int want, long timeout_ms, struct e2e_result *out,
+		    int cap)
+{
+	struct sl_kafka_consumer *c = e2e_topic_reader(SL_TOPIC_RESULTS);
+	int64_t until = sl_mono_ms() + e2e_ms(timeout_ms);
+	int n = 0, msgs = 0;
+
+	while (sl_mono_ms() < until) {
+		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 200);
+		Sluice__V1__TaskResult *r;
+
+		if (!m)
+			continue;
+		r = sluice__v1__task_result__unpack(NULL, m->len, m->payload);
+		msgs++;
+		for (size_t i = 0; r && i < (r->n_batch ? r->n_batch : 1); i++) {
+			Sluice__V1__TaskResult *e =
+				r->n_batch ? sluice__v1__task_result__unpack(NULL, r->batch[i].len,
+									     r->batch[i].data)
+					   : r;
+			if (e && e->run_id && !strcmp(e->run_id, run)) {
+				if (n < cap) {
+					snprintf(out[n].task, sizeof(out[n].task), "%s", e->task);
+					snprintf(out[n].then_task, sizeof(out[n].then_task), "%s",
+						 e->then_task);
+					out[n].attempt = e->attempt;
+					out[n].status = e->status;
+					out[n].msg = msgs;
+				}
+				if (++n == want)
+					until = sl_mono_ms() + e2e_ms(2000);
+			}
+			if (e && e != r)
+				sluice__v1__task_result__free_unpacked(e, NULL);
+		}
+		if (r)
+			sluice__v1__task_result__free_unpacked(r, NULL);
+		rd_kafka_message_destroy(m);
+	}
+	sl_kafka_consumer_destroy(c);
+	return n;
+}
+
+int e2e_find_deadletter(const char *needle, const void *payload, size_t len, long timeout_ms)
+{
+	struct sl_kafka_consumer *c = e2e_topic_reader(SL_TOPIC_DEADLETTER);
 	int64_t deadline = sl_mono_ms() + e2e_ms(timeout_ms);
 	int found = 0;
 
-	sl_id_new("e2e-dl-", group, sizeof(group));
-	c = sl_kafka_consumer_new(getenv("SLUICE_KAFKA_BROKERS"), group, topics, 1, err,
-				  sizeof(err));
-	ck_assert_msg(c != NULL, "consumer: %s", err);
 	while (!found && sl_mono_ms() < deadline) {
 		rd_kafka_message_t *m = sl_kafka_consumer_poll(c, 200);
 		Sluice__V1__DeadLetter *dl;

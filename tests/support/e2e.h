@@ -67,6 +67,24 @@ char *e2e_submit(const char *flow, const char *const *params);
 /* Produces raw bytes to a topic. */
 void e2e_produce(const char *topic, const char *key, const void *data, size_t len);
 
+/* A consumer of topic in a fresh group, so reading from its beginning (asserts it was
+ * made). Destroy with sl_kafka_consumer_destroy(). */
+struct sl_kafka_consumer *e2e_topic_reader(const char *topic);
+
+/* One result of a run read back: its task, attempt, status, then_task (ADR 31) and the
+ * number of the message it came in (results of one message share it). */
+struct e2e_result {
+	char task[16], then_task[16];
+	unsigned attempt;
+	int status, msg;
+};
+
+/* Reads sluice.tasks.results from its start for run's results (the elements of batches too)
+ * into out[0..cap), until want came and 2 s more (to see any extra one; want 0: until the
+ * timeout), timeout_ms at most. Returns how many came (out keeps the first cap). */
+int e2e_run_results(const char *run, int want, long timeout_ms, struct e2e_result *out,
+		    int cap);
+
 /* Reads sluice.deadletter from the beginning (fresh group) until a DeadLetter whose error
  * contains needle and whose payload equals payload (len bytes; NULL = any) arrives, or
  * timeout. Returns 1 if found. */
