@@ -261,18 +261,28 @@ static long zscore_exists(const char *key, const char *member)
 	return found;
 }
 
+/* Run run of flow x -> y (one attempt each), x started. */
+static void create_xy(const char *run)
+{
+	struct sl_run_node nodes[] = {{"x", 0, "y", 1}, {"y", 1, "", 1}};
+	struct sl_run_new rn = {.run_id = run, .flow = "f", .params_json = "{}", .intent = "normal",
+				.source = "flow: f", .source_len = 7, .requested_by = "test",
+				.trace_id = "t", .tasks_csv = "x,y", .nodes = nodes, .nnodes = 2,
+				.now_ms = 1000};
+	struct sl_transition t;
+	char dup[64];
+
+	ck_assert_int_eq(sl_state_run_create(st, &rn, dup, sizeof(dup)), SL_OK);
+	start_node(run, "x", 1, 1, &t);
+	sl_transition_clear(&t);
+}
+
 /* A start sent with a result (ADR 30) happens only when the result left the node ready with
  * nothing failed or skipped upstream; otherwise it changes nothing and the node waits for
  * the usual start (the reaper's index keeps a ready one). */
 START_TEST(a_start_sent_with_a_result_needs_the_node_ready)
 {
-	struct sl_run_node nodes[] = {{"x", 0, "y", 1}, {"y", 1, "", 1}};
-	struct sl_run_new rn = {.run_id = "r2", .flow = "f", .params_json = "{}", .intent = "normal",
-				.source = "flow: f", .source_len = 7, .requested_by = "test",
-				.trace_id = "t", .tasks_csv = "x,y", .nodes = nodes, .nnodes = 2,
-				.now_ms = 1000};
 	struct sl_transition t, ts;
-	char dup[64];
 
 	/* r1: a (2 instances, 3 attempts) -> b. A retried failure, then a's first instance:
 	 * b still waits for a. */
@@ -312,9 +322,7 @@ START_TEST(a_start_sent_with_a_result_needs_the_node_ready)
 	/* r2: x (one attempt) -> y. x fails: y is ready with a failed upstream, so the start
 	 * (made as if x succeeded) is refused and y stays in the reaper's index until the
 	 * usual start ends it UPSTREAM_FAILED. */
-	ck_assert_int_eq(sl_state_run_create(st, &rn, dup, sizeof(dup)), SL_OK);
-	start_node("r2", "x", 1, 1, &t);
-	sl_transition_clear(&t);
+	create_xy("r2");
 	apply_starting("r2", "x", 0, 1, "FAILED", "y", &t, &ts);
 	ck_assert_str_eq(t.outcome, "node_done");
 	ck_assert_uint_eq(t.nready, 1);
@@ -327,22 +335,6 @@ START_TEST(a_start_sent_with_a_result_needs_the_node_ready)
 	ck_assert_int_eq(zscore_exists("sluice:pending", "sluice:{r2}:node:y"), 1);
 }
 END_TEST
-
-/* Run run of flow x -> y (one attempt each), x started. */
-static void create_xy(const char *run)
-{
-	struct sl_run_node nodes[] = {{"x", 0, "y", 1}, {"y", 1, "", 1}};
-	struct sl_run_new rn = {.run_id = run, .flow = "f", .params_json = "{}", .intent = "normal",
-				.source = "flow: f", .source_len = 7, .requested_by = "test",
-				.trace_id = "t", .tasks_csv = "x,y", .nodes = nodes, .nnodes = 2,
-				.now_ms = 1000};
-	struct sl_transition t;
-	char dup[64];
-
-	ck_assert_int_eq(sl_state_run_create(st, &rn, dup, sizeof(dup)), SL_OK);
-	start_node(run, "x", 1, 1, &t);
-	sl_transition_clear(&t);
-}
 
 /* Applies res[0..2) with y's guarded start right after res[after]; answers in t[], *ts. */
 static void apply_two_starting_y(const char *run, const struct sl_result_in *res, size_t after,
