@@ -117,9 +117,9 @@ local function create_instances(ti_prefix, max_attempts, now, first)
   local pairs_ = {} -- dispatch fields, written 256 at a time
   local active = {} -- reaper's index entries, written 256 at a time
   for i = first, #ARGV, 2 do
-    local key = ti_prefix .. ARGV[i]
+    local key = keys[(i - first) / 2 + 1]
     if fresh or redis.call('EXISTS', key) == 0 then
-      redis.call('HSET', key, 'state', 'DISPATCHED', 'attempt', 1,
+      redis.call('HSET', key, 'state', 'DISPATCHED', 'attempt', '1',
                  'max_attempts', max_attempts, 'queued_ms', now)
       created[#created + 1] = ARGV[i]
       pairs_[#pairs_ + 1] = ARGV[i]

@@ -4,12 +4,14 @@
 -- state and counters, the node's counters, its dispatch hash, the reaper's index and the
 -- run's lease set (a fan-out's results are mostly of one node: three commands per result
 -- stay, the instance's own; two for a result with nothing to delete).
--- KEYS: per result i (from 0): 4i+1 run hash, 4i+2 node hash, 4i+3 instance hash,
---       4i+4 timers zset
--- ARGV: per result i, from 13i: +1 attempt, +2 status (SUCCEEDED|FAILED|TIMED_OUT|CANCELLED),
---       +3 output JSON, +4 error, +5 exit code, +6 worker, +7 started ms, +8 finished ms,
---       +9 now ms, +10 retry delay ms, +11 timer member for a retry
---       ("<R>|<task>|<idx>|<next attempt>"), +12 node key prefix, +13 task name
+-- KEYS: 1 timers zset, then per group g (from 1, results of one node in a row): 2g run hash,
+--       2g+1 node hash; then per result, in order: its instance hash
+-- ARGV: 1 number of groups G; per group g, from 2+4(g-1): +0 node key prefix, +1 task name,
+--       +2 its number of results, +3 now ms; then per result i (from 0), from 2+4G+9i:
+--       +0 attempt, +1 status (SUCCEEDED|FAILED|TIMED_OUT|CANCELLED), +2 output JSON,
+--       +3 error, +4 exit code, +5 worker, +6 started ms, +7 finished ms, +8 retry delay ms
+-- (what the results of a node share goes once per group: a batch of 512 noop results is
+-- 10 strings each for Redis to read, not 17.)
 -- The lease of the attempt and its concurrency slots are released once the result passes
 -- the fence.
 -- Returns one reply per result, {outcome, run state, ready nodes...}; outcome is 'applied',
@@ -102,14 +104,15 @@ local function ended(run_key, r, node_key, n, node_prefix, task, now)
   return {'node_done', rstate, unpack(ready)}
 end
 
-local function apply(k, a)
-  local run_key, node_key, ti_key = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local status, task = ARGV[a + 2], ARGV[a + 13]
+-- Result a (its first argument's index) of instance ti_key in group g.
+local function apply(g, ti_key, a)
+  local run_key, node_key = g.run, g.node
+  local status, task = ARGV[a + 1], g.task
   local r = run_of(run_key)
   -- (the fields a success deletes come along: most results have none of them)
   local ti = redis.call('HMGET', ti_key, 'state', 'attempt', 'max_attempts', 'dispatch',
                         'error', 'lease_call')
-  if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[a + 1])
+  if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[a])
      or (ti[1] ~= 'RUNNING' and ti[1] ~= 'DISPATCHED') then
     redis.call('HINCRBY', run_key, 'stale_results', 1)
     return {'stale', r.state or 'MISSING'}
@@ -130,14 +133,14 @@ local function apply(k, a)
   end
   local spec = t.spec
   if spec then
-    local member = string.sub(r.base, 9, -3) .. '|' .. task .. '|' .. idx .. '|' .. ARGV[a + 1]
+    local member = string.sub(r.base, 9, -3) .. '|' .. task .. '|' .. idx .. '|' .. ARGV[a]
     for tag in string.gmatch(spec, '([^,=]+)=') do
       redis.call('ZREM', 'sluice:sem:' .. tag, member)
     end
   end
   if status == 'SUCCEEDED' then
-    redis.call('HSET', ti_key, 'state', 'SUCCEEDED', 'output', ARGV[a + 3], 'worker', ARGV[a + 6],
-               'started_ms', ARGV[a + 7], 'finished_ms', ARGV[a + 8], 'exit_code', ARGV[a + 5])
+    redis.call('HSET', ti_key, 'state', 'SUCCEEDED', 'output', ARGV[a + 2], 'worker', ARGV[a + 5],
+               'started_ms', ARGV[a + 6], 'finished_ms', ARGV[a + 7], 'exit_code', ARGV[a + 4])
     if ti[4] or ti[5] or ti[6] then
       redis.call('HDEL', ti_key, 'dispatch', 'error', 'lease_call')
     end
@@ -146,19 +149,19 @@ local function apply(k, a)
     if r.state ~= 'RUNNING' then return {'applied', r.state} end
     local n = node_of(node_key)
     n.done, n.d_done = n.done + 1, n.d_done + 1
-    return ended(run_key, r, node_key, n, ARGV[a + 12], task, ARGV[a + 9])
+    return ended(run_key, r, node_key, n, g.prefix, task, g.now)
   end
   local attempt = tonumber(ti[2])
   local max = tonumber(ti[3])
-  redis.call('HSET', ti_key, 'error', ARGV[a + 4], 'exit_code', ARGV[a + 5], 'worker',
-             ARGV[a + 6], 'started_ms', ARGV[a + 7], 'finished_ms', ARGV[a + 8],
-             'last_status', status, 'output', ARGV[a + 3])
+  redis.call('HSET', ti_key, 'error', ARGV[a + 3], 'exit_code', ARGV[a + 4], 'worker',
+             ARGV[a + 5], 'started_ms', ARGV[a + 6], 'finished_ms', ARGV[a + 7],
+             'last_status', status, 'output', ARGV[a + 2])
   if r.state == 'RUNNING' and status ~= 'CANCELLED' and attempt < max then
     local delays = redis.call('HGET', ti_key, 'retry_delays')
     redis.call('HSET', ti_key, 'state', 'RETRY_WAIT', 'attempt', attempt + 1,
-               'retry_delays', (delays and (delays .. ',') or '') .. ARGV[a + 10])
-    redis.call('ZADD', KEYS[k + 4], tonumber(ARGV[a + 9]) + tonumber(ARGV[a + 10]),
-               ARGV[a + 11])
+               'retry_delays', (delays and (delays .. ',') or '') .. ARGV[a + 8])
+    redis.call('ZADD', KEYS[1], tonumber(g.now) + tonumber(ARGV[a + 8]),
+               string.sub(r.base, 9, -3) .. '|' .. task .. '|' .. idx .. '|' .. (attempt + 1))
     return {'retry', r.state}
   end
   local final = 'FAILED'
@@ -172,13 +175,22 @@ local function apply(k, a)
   n.failed, n.d_failed = n.failed + 1, n.d_failed + 1
   -- The run's error names its first failure.
   redis.call('HSETNX', run_key, 'error',
-             'task ' .. task .. ' failed after ' .. attempt .. ' attempt(s): ' .. ARGV[a + 4])
-  return ended(run_key, r, node_key, n, ARGV[a + 12], task, ARGV[a + 9])
+             'task ' .. task .. ' failed after ' .. attempt .. ' attempt(s): ' .. ARGV[a + 3])
+  return ended(run_key, r, node_key, n, g.prefix, task, g.now)
 end
 
 local replies = {}
-for i = 0, #KEYS / 4 - 1 do
-  replies[i + 1] = apply(4 * i, 13 * i)
+local ngroups = tonumber(ARGV[1])
+local a = 2 + 4 * ngroups -- the first result's first argument
+local k = 2 + 2 * ngroups -- the first result's key
+for gi = 0, ngroups - 1 do
+  local at = 2 + 4 * gi
+  local g = {run = KEYS[2 + 2 * gi], node = KEYS[3 + 2 * gi], prefix = ARGV[at],
+             task = ARGV[at + 1], now = ARGV[at + 3]}
+  for _ = 1, tonumber(ARGV[at + 2]) do
+    replies[#replies + 1] = apply(g, KEYS[k], a)
+    k, a = k + 1, a + 9
+  end
 end
 -- The writes the results share, once each.
 for node_key, n in pairs(nodes) do

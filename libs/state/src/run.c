@@ -334,10 +334,13 @@ enum sl_err sl_state_ti_add(struct sl_state *st, const char *run, const char *ta
 		if (!(r = state_eval(st, "ti_add", 2, a.n, a.v, a.len)))
 			goto next;
 		if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || !r->element[0]->str ||
-		    strcmp(r->element[0]->str, "added")) {
+		    strncmp(r->element[0]->str, "added", 5)) {
 			err = SL_ERR_STALE;
 			goto next;
 		}
+		if (!strcmp(r->element[0]->str, "added_all"))
+			for (size_t i = 0; made && i < cnt; i++)
+				made[nmade++] = tis[off + i].idx;
 		for (size_t i = 1; made && i < r->elements && nmade < n; i++)
 			if (r->element[i]->str)
 				made[nmade++] = atoi(r->element[i]->str);
@@ -386,10 +389,10 @@ out:
 	return err;
 }
 
-/* Number of result_apply arguments of one result, and how many of them are keys (a call
- * takes the keys of all its results, then their other arguments: see result_apply.lua). */
-#define RESULT_ARGC 17
-#define RESULT_NKEYS 4
+/* Strings of one result_apply call at most: per result its key and 9 arguments, per group
+ * of results (one node's, in a row) 2 keys and 4 arguments, and the call's own 2 (the timers
+ * key and the number of groups): see result_apply.lua. */
+#define RESULT_STRINGS(count) (16 * (count) + 2)
 
 /* Appends bytes to a buffer sized in advance by result_args_size(); no bounds check needed. */
 static char *put(char *w, const char *s, size_t n)
@@ -415,63 +418,115 @@ static char *put_ll(char *w, long long v)
 	return w;
 }
 
-/* Bytes result_args() writes for res at most. */
+/* Bytes result_call_args() writes for res at most (as the first of its group, too). */
 static size_t result_args_size(const struct sl_result_in *res)
 {
-	return 5 * strlen(res->run) + 3 * strlen(res->task) + 9 * 24 + 96;
+	return 4 * strlen(res->run) + 2 * strlen(res->task) + 9 * 24 + 96;
 }
 
-/* Fills v/len with the RESULT_ARGC arguments of res; keys and numbers are written to buf
- * (result_args_size(res) bytes), strings of res are borrowed. */
-static void result_args(const struct sl_result_in *res, char *buf, const char **v, size_t *len)
+/* Whether results a and b are of one node (one group of a result_apply call). */
+static int same_node(const struct sl_result_in *a, const struct sl_result_in *b)
 {
-	size_t rl = strlen(res->run), tl = strlen(res->task);
-	char *w = buf;
-	int n = 0;
+	return !strcmp(a->run, b->run) && !strcmp(a->task, b->task);
+}
 
-#define ARG_BEGIN() (v[n] = w)
-#define ARG_END() (len[n] = (size_t)(w - v[n]), n++)
-#define ARG_STR(s, l) (v[n] = (s), len[n] = (l), n++)
-#define ARG_NUM(x) (ARG_BEGIN(), w = put_ll(w, (long long)(x)), ARG_END())
-	/* KEYS: run, node, instance, timers */
-	ARG_BEGIN();
-	w = put(w, "sluice:{", 8), w = put(w, res->run, rl), w = put(w, "}:run", 5);
-	ARG_END();
-	ARG_BEGIN();
-	w = put(w, "sluice:{", 8), w = put(w, res->run, rl), w = put(w, "}:node:", 7);
-	w = put(w, res->task, tl);
-	ARG_END();
-	ARG_BEGIN();
-	w = put(w, "sluice:{", 8), w = put(w, res->run, rl), w = put(w, "}:ti:", 5);
-	w = put(w, res->task, tl), *w++ = ':', w = put_ll(w, res->idx);
-	ARG_END();
-	ARG_STR("sluice:timers", 13);
-	/* ARGV */
-	ARG_NUM(res->attempt);
-	ARG_STR(res->status, strlen(res->status));
-	if (res->output)
-		ARG_STR(res->output, res->output_len);
-	else
-		ARG_STR("null", 4);
-	ARG_STR(res->error ? res->error : "", res->error ? strlen(res->error) : 0);
-	ARG_NUM(res->exit_code);
-	ARG_STR(res->worker ? res->worker : "", res->worker ? strlen(res->worker) : 0);
-	ARG_NUM(res->started_ms);
-	ARG_NUM(res->finished_ms);
-	ARG_NUM(res->now_ms);
-	ARG_NUM(res->retry_delay_ms);
-	ARG_BEGIN(); /* timer member of the retry: "<R>|<task>|<idx>|<next attempt>" */
-	w = put(w, res->run, rl), *w++ = '|', w = put(w, res->task, tl), *w++ = '|';
-	w = put_ll(w, res->idx), *w++ = '|', w = put_ll(w, (long long)res->attempt + 1);
-	ARG_END();
-	ARG_BEGIN();
-	w = put(w, "sluice:{", 8), w = put(w, res->run, rl), w = put(w, "}:node:", 7);
-	ARG_END();
-	ARG_STR(res->task, tl);
-#undef ARG_BEGIN
-#undef ARG_END
-#undef ARG_STR
-#undef ARG_NUM
+/* The strings of a call being filled: keys from v[0], the other arguments after them. */
+struct call_args {
+	const char **v;
+	size_t *len;
+	size_t nkey, narg; /* next key's index, next argument's index */
+	char *w;           /* where the next formatted string goes */
+};
+
+static void call_str(struct call_args *c, size_t *at, const char *s, size_t l)
+{
+	c->v[*at] = s;
+	c->len[*at] = l;
+	(*at)++;
+}
+
+/* Formatted strings: call_begin(), put()/put_ll() to c->w, then call_end(c, at, start). */
+static char *call_begin(struct call_args *c)
+{
+	return c->w;
+}
+
+static void call_end(struct call_args *c, size_t *at, const char *start)
+{
+	call_str(c, at, start, (size_t)(c->w - start));
+}
+
+static void call_num(struct call_args *c, size_t *at, long long x)
+{
+	char *start = call_begin(c);
+
+	c->w = put_ll(c->w, x);
+	call_end(c, at, start);
+}
+
+/* Writes key "sluice:{<run>}:<what><task>" (task may be NULL) for c at *at. */
+static void call_key(struct call_args *c, size_t *at, const char *run, const char *what,
+		     const char *task)
+{
+	char *start = call_begin(c);
+
+	c->w = put(c->w, "sluice:{", 8), c->w = put(c->w, run, strlen(run));
+	c->w = put(c->w, "}:", 2), c->w = put(c->w, what, strlen(what));
+	if (task)
+		c->w = put(c->w, task, strlen(task));
+	call_end(c, at, start);
+}
+
+/* Fills v/len with the arguments of one result_apply call for res[0..count) and returns how
+ * many (*nkeys of them keys); keys and numbers are written to *w (the result_args_size() of
+ * each result), the strings of res are borrowed. v and len have RESULT_STRINGS(count) room. */
+static int result_call_args(const struct sl_result_in *res, size_t count, char **w,
+			    const char **v, size_t *len, int *nkeys)
+{
+	struct call_args c = {.v = v, .len = len, .w = *w};
+	size_t ngroups = 0;
+
+	for (size_t i = 0; i < count; i++)
+		ngroups += !i || !same_node(&res[i - 1], &res[i]);
+	*nkeys = (int)(1 + 2 * ngroups + count);
+	c.narg = (size_t)*nkeys;
+	call_str(&c, &c.nkey, "sluice:timers", 13);
+	call_num(&c, &c.narg, (long long)ngroups);
+	for (size_t i = 0, in; i < count; i += in) {
+		const struct sl_result_in *r = &res[i];
+
+		for (in = 1; i + in < count && same_node(r, &res[i + in]); in++)
+			;
+		call_key(&c, &c.nkey, r->run, "run", NULL);
+		call_key(&c, &c.nkey, r->run, "node:", r->task);
+		call_key(&c, &c.narg, r->run, "node:", NULL);
+		call_str(&c, &c.narg, r->task, strlen(r->task));
+		call_num(&c, &c.narg, (long long)in);
+		call_num(&c, &c.narg, r->now_ms);
+	}
+	for (size_t i = 0; i < count; i++) {
+		const struct sl_result_in *r = &res[i];
+		char *start = call_begin(&c);
+
+		c.w = put(c.w, "sluice:{", 8), c.w = put(c.w, r->run, strlen(r->run));
+		c.w = put(c.w, "}:ti:", 5), c.w = put(c.w, r->task, strlen(r->task));
+		*c.w++ = ':', c.w = put_ll(c.w, r->idx);
+		call_end(&c, &c.nkey, start);
+		call_num(&c, &c.narg, r->attempt);
+		call_str(&c, &c.narg, r->status, strlen(r->status));
+		if (r->output)
+			call_str(&c, &c.narg, r->output, r->output_len);
+		else
+			call_str(&c, &c.narg, "null", 4);
+		call_str(&c, &c.narg, r->error ? r->error : "", r->error ? strlen(r->error) : 0);
+		call_num(&c, &c.narg, r->exit_code);
+		call_str(&c, &c.narg, r->worker ? r->worker : "", r->worker ? strlen(r->worker) : 0);
+		call_num(&c, &c.narg, r->started_ms);
+		call_num(&c, &c.narg, r->finished_ms);
+		call_num(&c, &c.narg, r->retry_delay_ms);
+	}
+	*w = c.w;
+	return (int)c.narg;
 }
 
 enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_result_in *res,
@@ -484,8 +539,8 @@ enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_
 	 * result call per start that splits one */
 	size_t cap = (n + SL_RESULTS_PER_CALL - 1) / SL_RESULTS_PER_CALL + 2 * nstarts, bytes = 0;
 	size_t total = 0;
-	const char **v = NULL, **cv = NULL, **names = NULL;
-	size_t *len = NULL, *clen = NULL, *call_of = NULL, *at_of = NULL, *start_call = NULL;
+	const char **cv = NULL, **names = NULL;
+	size_t *clen = NULL, used = 0, *call_of = NULL, *at_of = NULL, *start_call = NULL;
 	const char *const **argvp = NULL;
 	const size_t **lensp = NULL;
 	int *argc = NULL, *nkeys = NULL;
@@ -505,10 +560,8 @@ enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_
 	}
 	if (!cap)
 		return SL_OK;
-	v = malloc(sizeof(*v) * (n ? n : 1) * RESULT_ARGC);
-	len = malloc(sizeof(*len) * (n ? n : 1) * RESULT_ARGC);
-	cv = malloc(sizeof(*cv) * (n ? n : 1) * RESULT_ARGC);
-	clen = malloc(sizeof(*clen) * (n ? n : 1) * RESULT_ARGC);
+	cv = malloc(sizeof(*cv) * (RESULT_STRINGS(n) + 2 * cap));
+	clen = malloc(sizeof(*clen) * (RESULT_STRINGS(n) + 2 * cap));
 	call_of = malloc(sizeof(*call_of) * (n ? n : 1));
 	at_of = malloc(sizeof(*at_of) * (n ? n : 1));
 	start_call = malloc(sizeof(*start_call) * (nstarts ? nstarts : 1));
@@ -520,33 +573,20 @@ enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_
 	replies = calloc(cap, sizeof(*replies));
 	sa = calloc(nstarts ? nstarts : 1, sizeof(*sa));
 	buf = malloc(bytes ? bytes : 1);
-	if (!v || !len || !cv || !clen || !call_of || !at_of || !start_call || !names || !argvp || !lensp ||
+	if (!cv || !clen || !call_of || !at_of || !start_call || !names || !argvp || !lensp ||
 	    !argc || !nkeys || !replies || !sa || !buf)
 		goto out;
 	w = buf;
-	for (size_t i = 0; i < n; i++) {
-		result_args(&res[i], w, v + i * RESULT_ARGC, len + i * RESULT_ARGC);
-		w += result_args_size(&res[i]);
-	}
 	/* Results up to each start's, in calls of SL_RESULTS_PER_CALL at most, then the start. */
 	for (size_t first = 0, j = 0; first < n || j < nstarts;) {
 		size_t end = j < nstarts && after[j] < n ? after[j] + 1 : n;
 
 		while (first < end) {
-			/* Call total: the keys of its results, then their other arguments
-			 * (result_apply.lua). */
 			size_t count = end - first < SL_RESULTS_PER_CALL ? end - first
 									: SL_RESULTS_PER_CALL;
-			const char **av = cv + first * RESULT_ARGC;
-			size_t *al = clen + first * RESULT_ARGC, k = 0;
+			const char **av = cv + used;
+			size_t *al = clen + used;
 
-			for (int part = 0; part < 2; part++)
-				for (size_t i = first; i < first + count; i++)
-					for (int a = part ? RESULT_NKEYS : 0;
-					     a < (part ? RESULT_ARGC : RESULT_NKEYS); a++, k++) {
-						av[k] = v[i * RESULT_ARGC + (size_t)a];
-						al[k] = len[i * RESULT_ARGC + (size_t)a];
-					}
 			for (size_t i = first; i < first + count; i++) {
 				call_of[i] = total;
 				at_of[i] = i - first;
@@ -554,8 +594,8 @@ enum sl_err sl_state_result_apply_starting(struct sl_state *st, const struct sl_
 			names[total] = "result_apply";
 			argvp[total] = av;
 			lensp[total] = al;
-			argc[total] = (int)(count * RESULT_ARGC);
-			nkeys[total++] = (int)(count * RESULT_NKEYS);
+			argc[total] = result_call_args(res + first, count, &w, av, al, &nkeys[total]);
+			used += (size_t)argc[total++];
 			first += count;
 		}
 		if (j == nstarts)
@@ -611,8 +651,6 @@ out:
 	free(names);
 	free(clen);
 	free(cv);
-	free(len);
-	free(v);
 	return err;
 }
 
