@@ -50,8 +50,8 @@ def cut(text, part, by=""):
 
 CREATE_HSET = """      redis.call('HSET', key, 'state', 'DISPATCHED', 'attempt', '1',
                  'max_attempts', max_attempts, 'queued_ms', now)"""
-RESULT_HSET = """    redis.call('HSET', ti_key, 'state', 'SUCCEEDED', 'output', ARGV[a + 2], 'worker', ARGV[a + 5],
-               'started_ms', ARGV[a + 6], 'finished_ms', ARGV[a + 7], 'exit_code', ARGV[a + 4])"""
+RESULT_HSET = """    redis.call('HSET', ti_key, 'state', 'SUCCEEDED', 'output', output, 'worker', worker,
+               'started_ms', started, 'finished_ms', finished, 'exit_code', exit_code)"""
 RESULT_HMGET = """redis.call('HMGET', ti_key, 'state', 'attempt', 'max_attempts', 'dispatch',
                         'error', 'lease_call')"""
 ARGS_ONLY = """local replies = {}
@@ -70,7 +70,7 @@ def scripts(variant):
     elif variant == "no-write":
         apply = cut(apply, RESULT_HSET)
     elif variant == "no-read":
-        apply = cut(apply, RESULT_HMGET, "{'DISPATCHED', ARGV[a], '1', false, false, false}")
+        apply = cut(apply, RESULT_HMGET, "{'DISPATCHED', attempt_arg, '1', false, false, false}")
     return common + "\n" + ti_add, common + "\n" + apply
 
 
@@ -108,9 +108,9 @@ def calls(n):
     for f in range(0, n, 512):
         m = min(n, f + 512) - f
         keys = ["sluice:timers", run_key, node_key] + [f"{base}ti:t:{i}" for i in range(f, f + m)]
-        argv = ["1", base + "node:", "t", str(m), now]
+        argv = ["1", base + "node:", "t", str(m), now, "ok", WORKER]
         for _ in range(m):
-            argv += ["1", "SUCCEEDED", "null", "", "0", WORKER, now, now, "0"]
+            argv += ["1", "null", now, now]
         applies.append((len(keys), keys + argv))
     return run_key, node_key, adds, applies
 

@@ -74,6 +74,11 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import celery_tasks
 
+    # The workers run in sessions of their own (their pool children with them); when the
+    # harness stops this script at its time limit (SIGTERM to its group), the finally below
+    # must still run, or the workers outlive the bench (found running an hour after the
+    # 2026-12-08 00:50 run, whose Celery fan-out timed out).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     procs, conc = start_workers(args)
     try:
         wait_ready(celery_tasks.app, args.procs)

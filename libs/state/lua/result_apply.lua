@@ -6,12 +6,15 @@
 -- stay, the instance's own; two for a result with nothing to delete).
 -- KEYS: 1 timers zset, then per group g (from 1, results of one node in a row): 2g run hash,
 --       2g+1 node hash; then per result, in order: its instance hash
--- ARGV: 1 number of groups G; per group g, from 2+4(g-1): +0 node key prefix, +1 task name,
---       +2 its number of results, +3 now ms; then per result i (from 0), from 2+4G+9i:
---       +0 attempt, +1 status (SUCCEEDED|FAILED|TIMED_OUT|CANCELLED), +2 output JSON,
---       +3 error, +4 exit code, +5 worker, +6 started ms, +7 finished ms, +8 retry delay ms
--- (what the results of a node share goes once per group: a batch of 512 noop results is
--- 10 strings each for Redis to read, not 17.)
+-- ARGV: 1 number of groups G; per group g, from 2+6(g-1): +0 node key prefix, +1 task name,
+--       +2 its number of results, +3 now ms, +4 its kind ('ok': every result SUCCEEDED with
+--       no error, exit code 0, from worker +5; 'any': +5 unused); then per result, in order:
+--       of an 'ok' group 4 arguments: +0 attempt, +1 output JSON, +2 started ms, +3 finished
+--       ms; of an 'any' group 9: +0 attempt, +1 status (SUCCEEDED|FAILED|TIMED_OUT|
+--       CANCELLED), +2 output JSON, +3 error, +4 exit code, +5 worker, +6 started ms,
+--       +7 finished ms, +8 retry delay ms
+-- (what the results of a node share goes once per group: a batch of 512 noop results is 5
+-- strings each for Redis to read, not 17.)
 -- The lease of the attempt and its concurrency slots are released once the result passes
 -- the fence.
 -- Returns one reply per result, {outcome, run state, ready nodes...}; outcome is 'applied',
@@ -104,15 +107,15 @@ local function ended(run_key, r, node_key, n, node_prefix, task, now)
   return {'node_done', rstate, unpack(ready)}
 end
 
--- Result a (its first argument's index) of instance ti_key in group g.
-local function apply(g, ti_key, a)
-  local run_key, node_key = g.run, g.node
-  local status, task = ARGV[a + 1], g.task
+-- A result of instance ti_key in group g (its fields as result_apply's arguments name them).
+local function apply(g, ti_key, attempt_arg, status, output, err, exit_code, worker, started,
+                     finished, delay)
+  local run_key, node_key, task = g.run, g.node, g.task
   local r = run_of(run_key)
   -- (the fields a success deletes come along: most results have none of them)
   local ti = redis.call('HMGET', ti_key, 'state', 'attempt', 'max_attempts', 'dispatch',
                         'error', 'lease_call')
-  if not ti[1] or tonumber(ti[2]) ~= tonumber(ARGV[a])
+  if not ti[1] or tonumber(ti[2]) ~= tonumber(attempt_arg)
      or (ti[1] ~= 'RUNNING' and ti[1] ~= 'DISPATCHED') then
     redis.call('HINCRBY', run_key, 'stale_results', 1)
     return {'stale', r.state or 'MISSING'}
@@ -133,14 +136,14 @@ local function apply(g, ti_key, a)
   end
   local spec = t.spec
   if spec then
-    local member = string.sub(r.base, 9, -3) .. '|' .. task .. '|' .. idx .. '|' .. ARGV[a]
+    local member = string.sub(r.base, 9, -3) .. '|' .. task .. '|' .. idx .. '|' .. attempt_arg
     for tag in string.gmatch(spec, '([^,=]+)=') do
       redis.call('ZREM', 'sluice:sem:' .. tag, member)
     end
   end
   if status == 'SUCCEEDED' then
-    redis.call('HSET', ti_key, 'state', 'SUCCEEDED', 'output', ARGV[a + 2], 'worker', ARGV[a + 5],
-               'started_ms', ARGV[a + 6], 'finished_ms', ARGV[a + 7], 'exit_code', ARGV[a + 4])
+    redis.call('HSET', ti_key, 'state', 'SUCCEEDED', 'output', output, 'worker', worker,
+               'started_ms', started, 'finished_ms', finished, 'exit_code', exit_code)
     if ti[4] or ti[5] or ti[6] then
       redis.call('HDEL', ti_key, 'dispatch', 'error', 'lease_call')
     end
@@ -153,14 +156,14 @@ local function apply(g, ti_key, a)
   end
   local attempt = tonumber(ti[2])
   local max = tonumber(ti[3])
-  redis.call('HSET', ti_key, 'error', ARGV[a + 3], 'exit_code', ARGV[a + 4], 'worker',
-             ARGV[a + 5], 'started_ms', ARGV[a + 6], 'finished_ms', ARGV[a + 7],
-             'last_status', status, 'output', ARGV[a + 2])
+  redis.call('HSET', ti_key, 'error', err, 'exit_code', exit_code, 'worker', worker,
+             'started_ms', started, 'finished_ms', finished, 'last_status', status,
+             'output', output)
   if r.state == 'RUNNING' and status ~= 'CANCELLED' and attempt < max then
     local delays = redis.call('HGET', ti_key, 'retry_delays')
     redis.call('HSET', ti_key, 'state', 'RETRY_WAIT', 'attempt', attempt + 1,
-               'retry_delays', (delays and (delays .. ',') or '') .. ARGV[a + 8])
-    redis.call('ZADD', KEYS[1], tonumber(g.now) + tonumber(ARGV[a + 8]),
+               'retry_delays', (delays and (delays .. ',') or '') .. delay)
+    redis.call('ZADD', KEYS[1], tonumber(g.now) + tonumber(delay),
                string.sub(r.base, 9, -3) .. '|' .. task .. '|' .. idx .. '|' .. (attempt + 1))
     return {'retry', r.state}
   end
@@ -175,21 +178,32 @@ local function apply(g, ti_key, a)
   n.failed, n.d_failed = n.failed + 1, n.d_failed + 1
   -- The run's error names its first failure.
   redis.call('HSETNX', run_key, 'error',
-             'task ' .. task .. ' failed after ' .. attempt .. ' attempt(s): ' .. ARGV[a + 3])
+             'task ' .. task .. ' failed after ' .. attempt .. ' attempt(s): ' .. err)
   return ended(run_key, r, node_key, n, g.prefix, task, g.now)
 end
 
 local replies = {}
 local ngroups = tonumber(ARGV[1])
-local a = 2 + 4 * ngroups -- the first result's first argument
+local a = 2 + 6 * ngroups -- the first result's first argument
 local k = 2 + 2 * ngroups -- the first result's key
 for gi = 0, ngroups - 1 do
-  local at = 2 + 4 * gi
+  local at = 2 + 6 * gi
   local g = {run = KEYS[2 + 2 * gi], node = KEYS[3 + 2 * gi], prefix = ARGV[at],
              task = ARGV[at + 1], now = ARGV[at + 3]}
-  for _ = 1, tonumber(ARGV[at + 2]) do
-    replies[#replies + 1] = apply(g, KEYS[k], a)
-    k, a = k + 1, a + 9
+  if ARGV[at + 4] == 'ok' then
+    local worker = ARGV[at + 5]
+    for _ = 1, tonumber(ARGV[at + 2]) do
+      replies[#replies + 1] = apply(g, KEYS[k], ARGV[a], 'SUCCEEDED', ARGV[a + 1], '', '0',
+                                    worker, ARGV[a + 2], ARGV[a + 3], '0')
+      k, a = k + 1, a + 4
+    end
+  else
+    for _ = 1, tonumber(ARGV[at + 2]) do
+      replies[#replies + 1] = apply(g, KEYS[k], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
+                                    ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
+                                    ARGV[a + 8])
+      k, a = k + 1, a + 9
+    end
   end
 end
 -- The writes the results share, once each.

@@ -390,9 +390,9 @@ out:
 }
 
 /* Strings of one result_apply call at most: per result its key and 9 arguments, per group
- * of results (one node's, in a row) 2 keys and 4 arguments, and the call's own 2 (the timers
+ * of results (one node's, in a row) 2 keys and 6 arguments, and the call's own 2 (the timers
  * key and the number of groups): see result_apply.lua. */
-#define RESULT_STRINGS(count) (16 * (count) + 2)
+#define RESULT_STRINGS(count) (18 * (count) + 2)
 
 /* Appends bytes to a buffer sized in advance by result_args_size(); no bounds check needed. */
 static char *put(char *w, const char *s, size_t n)
@@ -424,10 +424,27 @@ static size_t result_args_size(const struct sl_result_in *res)
 	return 4 * strlen(res->run) + 2 * strlen(res->task) + 9 * 24 + 96;
 }
 
-/* Whether results a and b are of one node (one group of a result_apply call). */
-static int same_node(const struct sl_result_in *a, const struct sl_result_in *b)
+/* Whether res goes in an 'ok' group of a result_apply call: a success with nothing else to
+ * say, whose worker, error and exit code the group states once. */
+static int result_ok(const struct sl_result_in *res)
 {
-	return !strcmp(a->run, b->run) && !strcmp(a->task, b->task);
+	return !strcmp(res->status, "SUCCEEDED") && (!res->error || !res->error[0]) &&
+	       !res->exit_code;
+}
+
+static const char *result_worker(const struct sl_result_in *res)
+{
+	return res->worker ? res->worker : "";
+}
+
+/* Whether results a and b go in one group of a result_apply call: of one node, and both
+ * 'ok' from one worker or neither 'ok'. */
+static int same_group(const struct sl_result_in *a, const struct sl_result_in *b)
+{
+	int ok = result_ok(a);
+
+	return !strcmp(a->run, b->run) && !strcmp(a->task, b->task) && ok == result_ok(b) &&
+	       (!ok || !strcmp(result_worker(a), result_worker(b)));
 }
 
 /* The strings of a call being filled: keys from v[0], the other arguments after them. */
@@ -487,7 +504,7 @@ static int result_call_args(const struct sl_result_in *res, size_t count, char *
 	size_t ngroups = 0;
 
 	for (size_t i = 0; i < count; i++)
-		ngroups += !i || !same_node(&res[i - 1], &res[i]);
+		ngroups += !i || !same_group(&res[i - 1], &res[i]);
 	*nkeys = (int)(1 + 2 * ngroups + count);
 	c.narg = (size_t)*nkeys;
 	call_str(&c, &c.nkey, "sluice:timers", 13);
@@ -495,7 +512,7 @@ static int result_call_args(const struct sl_result_in *res, size_t count, char *
 	for (size_t i = 0, in; i < count; i += in) {
 		const struct sl_result_in *r = &res[i];
 
-		for (in = 1; i + in < count && same_node(r, &res[i + in]); in++)
+		for (in = 1; i + in < count && same_group(r, &res[i + in]); in++)
 			;
 		call_key(&c, &c.nkey, r->run, "run", NULL);
 		call_key(&c, &c.nkey, r->run, "node:", r->task);
@@ -503,6 +520,13 @@ static int result_call_args(const struct sl_result_in *res, size_t count, char *
 		call_str(&c, &c.narg, r->task, strlen(r->task));
 		call_num(&c, &c.narg, (long long)in);
 		call_num(&c, &c.narg, r->now_ms);
+		if (result_ok(r)) {
+			call_str(&c, &c.narg, "ok", 2);
+			call_str(&c, &c.narg, result_worker(r), strlen(result_worker(r)));
+		} else {
+			call_str(&c, &c.narg, "any", 3);
+			call_str(&c, &c.narg, "", 0);
+		}
 	}
 	for (size_t i = 0; i < count; i++) {
 		const struct sl_result_in *r = &res[i];
@@ -513,14 +537,18 @@ static int result_call_args(const struct sl_result_in *res, size_t count, char *
 		*c.w++ = ':', c.w = put_ll(c.w, r->idx);
 		call_end(&c, &c.nkey, start);
 		call_num(&c, &c.narg, r->attempt);
+		if (result_ok(r)) { /* attempt, output, started, finished */
+			call_str(&c, &c.narg, r->output ? r->output : "null",
+				 r->output ? r->output_len : 4);
+			call_num(&c, &c.narg, r->started_ms);
+			call_num(&c, &c.narg, r->finished_ms);
+			continue;
+		}
 		call_str(&c, &c.narg, r->status, strlen(r->status));
-		if (r->output)
-			call_str(&c, &c.narg, r->output, r->output_len);
-		else
-			call_str(&c, &c.narg, "null", 4);
+		call_str(&c, &c.narg, r->output ? r->output : "null", r->output ? r->output_len : 4);
 		call_str(&c, &c.narg, r->error ? r->error : "", r->error ? strlen(r->error) : 0);
 		call_num(&c, &c.narg, r->exit_code);
-		call_str(&c, &c.narg, r->worker ? r->worker : "", r->worker ? strlen(r->worker) : 0);
+		call_str(&c, &c.narg, result_worker(r), strlen(result_worker(r)));
 		call_num(&c, &c.narg, r->started_ms);
 		call_num(&c, &c.narg, r->finished_ms);
 		call_num(&c, &c.narg, r->retry_delay_ms);

@@ -952,6 +952,59 @@ START_TEST(big_batch_apply_matches_one_by_one)
 }
 END_TEST
 
+START_TEST(a_batch_records_each_result_as_given)
+{
+	/* One call; plain successes share their worker, error and exit code once per group of
+	 * a worker's results in a row (result_apply.lua's 'ok' groups), the rest go whole. */
+	static const struct {
+		const char *status, *output, *error, *worker;
+		int exit_code;
+	} in[] = {
+		{"SUCCEEDED", "10", "", "w1", 0},  {"SUCCEEDED", "11", NULL, "w1", 0},
+		{"SUCCEEDED", "12", "", "w2", 0},  {"SUCCEEDED", NULL, "", "w1", 0},
+		{"FAILED", "", "boom", "w2", 2},   {"SUCCEEDED", "15", "odd", "w1", 0},
+		{"SUCCEEDED", "16", "", "w1", 7},
+	};
+	enum { N = sizeof(in) / sizeof(in[0]) };
+	struct sl_result_in res[N];
+	struct sl_transition t[N];
+	enum sl_err errs[N];
+	char key[64], num[32];
+
+	create_run("r1", NULL);
+	start_node("r1", "c", N, 1, &t[0]);
+	sl_transition_clear(&t[0]);
+	for (int i = 0; i < N; i++)
+		res[i] = (struct sl_result_in){.run = "r1", .task = "c", .idx = i, .attempt = 1,
+					       .status = in[i].status, .output = in[i].output,
+					       .output_len = in[i].output ? strlen(in[i].output) : 0,
+					       .error = in[i].error, .exit_code = in[i].exit_code,
+					       .worker = in[i].worker, .started_ms = 100 + i,
+					       .finished_ms = 200 + i, .now_ms = 5000};
+	ck_assert_int_eq(sl_state_result_apply_many(st, res, N, t, errs), SL_OK);
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(errs[i], SL_OK);
+		ck_assert_str_eq(t[i].outcome, i < N - 1 ? "applied" : "node_done");
+		sl_transition_clear(&t[i]);
+		snprintf(key, sizeof(key), "sluice:{r1}:ti:c:%d", i);
+		ck_field(key, "state", !strcmp(in[i].status, "FAILED") ? "FAILED" : "SUCCEEDED");
+		ck_field(key, "output", in[i].output ? in[i].output : "null");
+		ck_field(key, "worker", in[i].worker);
+		snprintf(num, sizeof(num), "%d", in[i].exit_code);
+		ck_field(key, "exit_code", num);
+		snprintf(num, sizeof(num), "%d", 100 + i);
+		ck_field(key, "started_ms", num);
+		snprintf(num, sizeof(num), "%d", 200 + i);
+		ck_field(key, "finished_ms", num);
+	}
+	ck_field("sluice:{r1}:ti:c:4", "error", "boom");
+	ck_field("sluice:{r1}:node:c", "state", "FAILED");
+	ck_field("sluice:{r1}:node:c", "done", "6");
+	ck_field("sluice:{r1}:run", "tasks_done", "6");
+	ck_field("sluice:{r1}:run", "tasks_failed", "1");
+}
+END_TEST
+
 START_TEST(batch_apply_matches_one_by_one)
 {
 	/* run r1 gets the results one by one, r2 the same ones in one pipelined batch */
@@ -1546,6 +1599,7 @@ int main(void)
 	tcase_add_test(tc, worker_registry);
 	tcase_add_test(tc, finished_run_keeps_only_compact_hashes);
 	tcase_add_test(tc, cancelled_run_keeps_only_compact_hashes);
+	tcase_add_test(tc, a_batch_records_each_result_as_given);
 	tcase_add_test(tc, batch_apply_matches_one_by_one);
 	tcase_add_test(tc, big_batch_apply_matches_one_by_one);
 	tcase_add_test(tc, lease_acquire_many_answers_in_order);
