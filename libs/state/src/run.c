@@ -462,12 +462,7 @@ static void call_str(struct call_args *c, size_t *at, const char *s, size_t l)
 	(*at)++;
 }
 
-/* Formatted strings: call_begin(), put()/put_ll() to c->w, then call_end(c, at, start). */
-static char *call_begin(struct call_args *c)
-{
-	return c->w;
-}
-
+/* A formatted string: start = c->w, put()/put_ll() to c->w, then call_end(c, at, start). */
 static void call_end(struct call_args *c, size_t *at, const char *start)
 {
 	call_str(c, at, start, (size_t)(c->w - start));
@@ -475,7 +470,7 @@ static void call_end(struct call_args *c, size_t *at, const char *start)
 
 static void call_num(struct call_args *c, size_t *at, long long x)
 {
-	char *start = call_begin(c);
+	char *start = c->w;
 
 	c->w = put_ll(c->w, x);
 	call_end(c, at, start);
@@ -485,7 +480,7 @@ static void call_num(struct call_args *c, size_t *at, long long x)
 static void call_key(struct call_args *c, size_t *at, const char *run, const char *what,
 		     const char *task)
 {
-	char *start = call_begin(c);
+	char *start = c->w;
 
 	c->w = put(c->w, "sluice:{", 8), c->w = put(c->w, run, strlen(run));
 	c->w = put(c->w, "}:", 2), c->w = put(c->w, what, strlen(what));
@@ -530,7 +525,7 @@ static int result_call_args(const struct sl_result_in *res, size_t count, char *
 	}
 	for (size_t i = 0; i < count; i++) {
 		const struct sl_result_in *r = &res[i];
-		char *start = call_begin(&c);
+		char *start = c.w;
 
 		c.w = put(c.w, "sluice:{", 8), c.w = put(c.w, r->run, strlen(r->run));
 		c.w = put(c.w, "}:ti:", 5), c.w = put(c.w, r->task, strlen(r->task));
